@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+BSTAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(BSTAMP): pyproject.toml $(TSTAMP)
+	$(PY) -m pip install -q -e '.[bench]' || echo "bench: optional peers (jax, pytensor) could not be installed; they will be skipped"
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/graphnn demo
+
+test: $(TSTAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(BSTAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Differentiation, graph to graph: reverse (VJP), forward (JVP), symbolic (SymPy)."""

@@ -1,0 +1,38 @@
+"""`gn.grad`, `gn.vjp`, `gn.jvp`: one entry point, three modes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import GraphError
+from ..graph import Node
+from . import forward, reverse
+
+MODES = ("reverse", "forward", "symbolic")
+
+
+def grad(y: Node, wrt: Node | Sequence[Node], mode: str = "reverse",
+         disconnected: str = "zeros") -> list[Node]:
+    """Gradient nodes of scalar `y` with respect to each node in `wrt`.
+
+    mode: "reverse" (one backward pass, the default), "forward" (one JVP per
+    element of each w: fine for few parameters), or "symbolic" (SymPy closed form,
+    cse'd and put back into the graph; small fixed shapes only).
+    disconnected: "zeros" gives zero gradients for nodes y does not depend on,
+    "raise" raises GraphError instead."""
+    if isinstance(wrt, Node):
+        wrt = [wrt]
+    wrt = list(wrt)
+    if disconnected not in ("zeros", "raise"):
+        raise GraphError(f"disconnected must be 'zeros' or 'raise', got {disconnected!r}")
+    if mode == "reverse":
+        return reverse.grad(y, wrt, disconnected)
+    if mode == "forward":
+        return forward.grad(y, wrt, disconnected)
+    if mode == "symbolic":
+        from . import symbolic
+        return symbolic.grad(y, wrt, disconnected)
+    raise GraphError(f"unknown mode {mode!r}; choose from {MODES}")
+
+
+vjp = reverse.vjp
+jvp = forward.jvp

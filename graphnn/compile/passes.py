@@ -1,0 +1,182 @@
+"""Rewrite passes: each a function from a `Function` to a new `Function`.
+
+A `Function` is a graph together with the nodes a program returns (and the
+parameter updates it performs). Passes are named, run once each in a fixed
+order (no fixed-point iteration), linear in the number of nodes, and logged.
+A pass that finds nothing to do returns its input unchanged (no copy).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..graph import Graph, Node
+from ..ops.registry import get_op
+
+log = logging.getLogger("graphnn.compile")
+
+FOLD_MAX_ELEMENTS = 1 << 16  # larger constant results stay computed at run time
+
+
+@dataclass
+class Function:
+    graph: Graph
+    outputs: list[Node]
+    updates: list[tuple[Node, Node]] = field(default_factory=list)  # (param, new value)
+    cut: list[Node] = field(default_factory=list)  # nodes fed as inputs (not computed)
+
+    def roots(self) -> list[Node]:
+        return list(self.outputs) + [v for _, v in self.updates] + [p for p, _ in self.updates]
+
+    def order(self) -> list[Node]:
+        return self.graph.ancestors(self.roots(), stop=self.cut)
+
+
+def rebuild(fn: Function, rewrite: Callable[[Node, list[Node], Graph], Node | None]) -> Function:
+    """Copy the live part of `fn` into a new graph, letting `rewrite` replace nodes.
+
+    Interning in the new graph merges identical nodes (CSE); leaves keep names."""
+    src = fn.graph
+    dst = Graph(src.name, dtype=src.dtype)
+    dst.values = src.values  # same parameter arrays (programs read them at call time)
+    m: dict[int, Node] = {}
+    cut = {id(n) for n in fn.cut}
+    for node in fn.order():
+        with dst.provenance(scope=node.scope, role=node.role):
+            if node.is_leaf or id(node) in cut:
+                if id(node) in cut and not node.is_leaf:
+                    new = dst._leaf("input", node.name, node.shape, node.dtype)
+                elif node.op == "const":
+                    new = dst._leaf("const", node.name, node.shape, node.dtype, value=node.value)
+                else:
+                    new = dst._leaf(node.op, node.name, node.shape, node.dtype)
+            else:
+                ins = [m[id(i)] for i in node.inputs]
+                new = rewrite(node, ins, dst)
+                if new is None:
+                    before = len(dst)
+                    new = dst.apply(node.op, ins, node.attrs)
+                    if len(dst) > before and node.name not in dst:
+                        dst.rename(new, node.name)
+        m[id(node)] = new
+    return Function(dst, [m[id(o)] for o in fn.outputs],
+                    [(m[id(p)], m[id(v)]) for p, v in fn.updates],
+                    [m[id(c)] for c in fn.cut])
+
+
+# -- the passes ----------------------------------------------------------------------------
+
+def dead_code_elimination(fn: Function) -> Function:
+    """Keep only what the outputs and updates need."""
+    live = fn.order()
+    if len(live) == len(fn.graph):
+        return fn
+    return rebuild(fn, lambda node, ins, g: None)
+
+
+def _const_value(n: Node):
+    return n.value if n.op == "const" else None
+
+
+def constant_folding(fn: Function) -> Function:
+    """Evaluate ops whose inputs are all constants (results up to FOLD_MAX_ELEMENTS)."""
+    order = fn.order()
+    foldable = {id(n) for n in order if n.op == "const"}
+    hit = False
+    for n in order:
+        if n.inputs and all(id(i) in foldable for i in n.inputs) and n.size is not None \
+                and n.size <= FOLD_MAX_ELEMENTS and id(n) not in {id(c) for c in fn.cut}:
+            foldable.add(id(n))
+            hit = True
+    if not hit:
+        return fn
+
+    def rewrite(node, ins, g):
+        if all(i.op == "const" for i in ins) and node.size is not None and node.size <= FOLD_MAX_ELEMENTS:
+            value = evaluate(node, [i.value for i in ins])
+            return g.const(None, np.asarray(value, dtype=node.dtype))
+        return None
+    return rebuild(fn, rewrite)
+
+
+def evaluate(node: Node, values: list) -> np.ndarray:
+    """Run one node's NumPy code on concrete arrays (used by folding and interpreters)."""
+    from .runtime import HELPERS
+    from . import runtime
+    names = [f"_a{i}" for i in range(len(values))]
+    code = get_op(node.op).numpy(names, node.attrs, node)
+    env = {"np": np, **{h: getattr(runtime, h) for h in HELPERS}}
+    env.update(zip(names, values))
+    with np.errstate(all="ignore"):
+        return np.asarray(eval(code, env))  # noqa: S307 - code printed from our own op table
+
+
+def _is_const(n: Node, v: float) -> bool:
+    return n.op == "const" and n.value.size >= 1 and bool(np.all(n.value == v))
+
+
+def algebraic_identities(fn: Function) -> Function:
+    """x*1 -> x, x+0 -> x, x-0 -> x, x/1 -> x, x**1 -> x, --x -> x, x-x -> 0.
+
+    A rewrite applies only when the result keeps the node's shape and dtype."""
+
+    def rewrite(node, ins, g):
+        op = node.op
+        keep = None
+        if op == "mul":
+            keep = ins[0] if _is_const(ins[1], 1) else ins[1] if _is_const(ins[0], 1) else None
+        elif op == "add":
+            keep = ins[0] if _is_const(ins[1], 0) else ins[1] if _is_const(ins[0], 0) else None
+        elif op in ("sub", "div", "pow"):
+            if _is_const(ins[1], 0 if op == "sub" else 1):
+                keep = ins[0]
+            elif op == "sub" and ins[0] is ins[1]:
+                from ..ops import api
+                z = api.zeros_like(ins[0])
+                keep = z if z.shape == node.shape else None
+        elif op == "neg" and ins[0].op == "neg":
+            keep = ins[0].inputs[0]
+        if keep is not None and keep.shape == node.shape and keep.dtype == node.dtype:
+            return keep
+        return None
+
+    return rebuild(fn, rewrite)
+
+
+def common_subexpressions(fn: Function) -> Function:
+    """Merge identical nodes. Graphs built through `Graph.apply` are already interned;
+    this pass matters for graphs loaded from files or assembled by hand."""
+    seen = set()
+    for n in fn.order():
+        key = (n.op, tuple(id(i) for i in n.inputs), repr(sorted(n.attrs.items())))
+        if n.inputs and key in seen:
+            return rebuild(fn, lambda node, ins, g: None)
+        seen.add(key)
+    return fn
+
+
+PIPELINE: list[Callable[[Function], Function]] = [
+    dead_code_elimination,
+    constant_folding,
+    algebraic_identities,
+    common_subexpressions,
+    dead_code_elimination,
+]
+
+
+def optimize(fn: Function, passes=None) -> tuple[Function, list[dict]]:
+    report = []
+    for p in passes or PIPELINE:
+        before = len(fn.order())
+        t0 = time.perf_counter()
+        fn = p(fn)
+        after = len(fn.order())
+        entry = {"pass": p.__name__, "nodes_before": before, "nodes_after": after,
+                 "seconds": time.perf_counter() - t0}
+        log.info("%-24s %6d -> %6d nodes  %.4fs", p.__name__, before, after, entry["seconds"])
+        report.append(entry)
+    return fn, report

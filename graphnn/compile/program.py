@@ -1,0 +1,214 @@
+"""`gn.compile` and the `Program` it returns."""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import linecache
+import os
+import sys
+import tempfile
+import traceback
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import GraphError, ShapeError
+from ..graph import Graph, Node
+from .passes import Function, optimize as run_passes
+
+BACKENDS = ("numpy", "cupy", "cuda")
+_CACHE: dict[str, tuple[str, dict, object]] = {}
+_CACHE_MAX = 256
+
+
+def content_hash(fn: Function, backend: str, extra: str = "") -> str:
+    """A hash of everything the generated code depends on (not of parameter values)."""
+    h = hashlib.sha256()
+    h.update(f"{backend}|{extra}|{fn.graph.name}".encode())
+    pos = {}
+    for k, n in enumerate(fn.order()):
+        pos[id(n)] = k
+        h.update(repr((n.name, n.op, sorted(n.attrs.items(), key=lambda kv: kv[0]), n.shape,
+                       n.dtype.str, [pos[id(i)] for i in n.inputs], n.scope, n.role)).encode())
+        if n.op == "const":
+            h.update(n.value.tobytes())
+    for group in (fn.outputs, [p for p, _ in fn.updates], [v for _, v in fn.updates], fn.cut):
+        h.update(repr([pos[id(n)] for n in group]).encode())
+    return h.hexdigest()
+
+
+class Program:
+    """A compiled function of a graph: call it with feeds by name.
+
+    Parameters default to the graph's current `g.values` (read at each call,
+    so training updates are seen). `fn` is the raw positional function for hot
+    loops (arguments in the order of `arg_names`)."""
+
+    def __init__(self, graph: Graph, function: Function, source: str, namespace: dict,
+                 line_nodes: dict, single: bool, backend: str, passes: list[dict], key: str):
+        self.graph = graph
+        self.function = function
+        self.source = source
+        self.namespace = namespace
+        self.fn = namespace["step"]
+        self.line_nodes = line_nodes
+        self.single = single
+        self.backend = backend
+        self.passes = passes
+        self.key = key
+        args = [n for n in function.order() if n.op in ("input", "param")
+                or any(n is c for c in function.cut)]
+        self.arg_nodes = args
+        self.arg_names = [n.name for n in args]
+        self.filename = namespace["__file__"]
+
+    def __repr__(self):
+        return (f"<graphnn.Program {self.graph.name!r} backend={self.backend} "
+                f"args={self.arg_names} outputs={[o.name for o in self.function.outputs]}>")
+
+    def args_for(self, feeds: dict) -> list:
+        unknown = set(feeds) - set(self.arg_names)
+        if unknown:
+            raise GraphError(f"unknown feed(s) {sorted(unknown)}; program takes {self.arg_names}")
+        args, batch = [], None
+        for node in self.arg_nodes:
+            if node.name in feeds:
+                v = feeds[node.name]
+            elif node.op == "param" and node.name in self.graph.values:
+                v = self.graph.values[node.name]
+            else:
+                raise GraphError(f"missing feed {node.name!r} ({node.op}, shape {node.shape})")
+            v = np.asarray(v)
+            if v.dtype != node.dtype and not (node.dtype.kind in "iu" and v.dtype.kind in "iu"):
+                v = v.astype(node.dtype)
+            if v.ndim != len(node.shape) or any(d is not None and d != s
+                                                for d, s in zip(node.shape, v.shape)):
+                raise ShapeError(f"feed {node.name!r}: expected shape {node.shape}, got {v.shape}")
+            for d, s in zip(node.shape, v.shape):
+                if d is None:
+                    if batch is not None and s != batch[1]:
+                        raise ShapeError(f"feed {node.name!r}: batch size {s} differs from "
+                                         f"{batch[1]} of feed {batch[0]!r}")
+                    batch = (node.name, s)
+            args.append(v)
+        return args
+
+    def __call__(self, **feeds):
+        args = self.args_for(feeds)
+        try:
+            out = self.fn(*args)
+        except Exception as e:  # point at the node whose line failed
+            node = self.node_of(e)
+            if node is not None and hasattr(e, "add_note"):
+                e.add_note(f"graphnn: while computing node {node.name!r} ({node.op}, "
+                           f"shape {node.shape}, scope {node.scope or '-'})")
+            raise
+        return out[0] if self.single else out
+
+    def node_of(self, exc: BaseException):
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if frame.filename == self.filename:
+                return self.line_nodes.get(frame.lineno)
+        return None
+
+    def save(self, path) -> None:
+        """Write a standalone module (imports numpy only) and its parameters (.npz)."""
+        path = os.fspath(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        params = {n.name: self.graph.values[n.name] for n in self.arg_nodes
+                  if n.op == "param" and n.name in self.graph.values}
+        npz = os.path.splitext(path)[0] + ".npz"
+        loader = [
+            "",
+            "",
+            "def _load_params():",
+            "    import os",
+            f"    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), {stem + '.npz'!r})",
+            "    if os.path.exists(path):",
+            "        with np.load(path, allow_pickle=False) as f:",
+            "            keys = list(f.files)",
+            "            PARAMS.update({ARGS[int(k[1:])]: f[k] for k in keys})",
+            "",
+            "",
+            "_load_params()",
+            "",
+        ]
+        text = self.source + "\n".join(loader)
+        _atomic_write(path, text.encode())
+        if params:
+            index = {n: i for i, n in enumerate(self.arg_names)}
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(npz)) or ".",
+                                             suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, **{f"a{index[k]}": v for k, v in params.items()})
+            os.replace(tmp.name, npz)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    with tempfile.NamedTemporaryFile(dir=d, delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bool = True,
+            updates: dict | None = None, inputs: Sequence[Node] = (), name: str | None = None):
+    """Compile output nodes (and optional in-place parameter updates) into a Program.
+
+    `inputs` lists extra nodes to feed instead of computing (cut points), e.g. to
+    evaluate a gradient with an intermediate value overridden."""
+    single = isinstance(outputs, Node)
+    outs = [outputs] if single else list(outputs)
+    if not outs and not updates:
+        raise GraphError("compile needs at least one output")
+    if backend not in BACKENDS:
+        raise GraphError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    graph = (outs[0] if outs else next(iter(updates))).graph
+    for o in list(outs) + list((updates or {}).keys()) + list((updates or {}).values()) + list(inputs):
+        if not isinstance(o, Node):
+            raise GraphError(f"compile: {o!r} is not a Node")
+        if o.graph is not graph:
+            raise GraphError(f"compile: {o.name!r} belongs to graph {o.graph.name!r}, not "
+                             f"{graph.name!r}; nodes from two graphs cannot be mixed")
+    ups = []
+    for p, v in (updates or {}).items():
+        if p.op != "param":
+            raise GraphError(f"compile: updates must target params, {p.name!r} is a {p.op}")
+        if v.shape != p.shape:
+            raise ShapeError(f"update of {p.name!r}: new value shape {v.shape} != {p.shape}")
+        ups.append((p, v))
+    fn = Function(graph, outs, ups, list(inputs))
+    passes: list[dict] = []
+    if optimize:
+        fn, passes = run_passes(fn)
+    key = content_hash(fn, backend, name or "")
+    if backend == "numpy":
+        from .numpy_backend import NumPyPrinter as P
+    elif backend == "cupy":
+        from .cupy_backend import CuPyPrinter as P  # type: ignore
+    else:
+        from .cuda_backend import compile_cuda
+        return compile_cuda(graph, fn, single, passes, key)
+    hit = _CACHE.get(key)
+    if hit is None:
+        printer = P(fn, name or graph.name)
+        source, line_nodes = printer.source()
+        filename = f"<graphnn {graph.name} {key[:12]}>"
+        code = builtins.compile(source, filename, "exec")
+        lines = [ln + "\n" for ln in source.splitlines()]
+        linecache.cache[filename] = (len(source), None, lines, filename)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        hit = _CACHE[key] = (source, code, filename, line_nodes)
+    source, code, filename, line_nodes = hit
+    namespace = {"__name__": f"graphnn_program_{key[:12]}", "__file__": filename}
+    exec(code, namespace)  # noqa: S102 - our own generated source
+    # line_nodes refer to the nodes of the Function printed first; map by position
+    return Program(graph, fn, source, namespace, _remap(line_nodes, fn), single, backend,
+                   passes, key)
+
+
+def _remap(line_nodes, fn):
+    """Cached line maps point at nodes of an earlier, identical Function: re-point them."""
+    order = fn.order()
+    by_name = {n.name: n for n in order}
+    return {ln: by_name.get(n.name, n) for ln, n in line_nodes.items()}

@@ -1,0 +1,79 @@
+"""Helper functions that generated NumPy code may call.
+
+Each helper is plain NumPy and self-contained: the NumPy backend copies the
+source of the helpers a program uses into the program, so a saved program
+imports numpy (and the standard library's math) and nothing else.
+"""
+import math
+
+import numpy as np
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    """erf to the last bit (math.erf element by element); NumPy has no erf."""
+    x = np.asarray(x)
+    return _erf_scalar(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _scatter(g, like, key):
+    """Zeros shaped like `like` with `g` written at `like[key]` (the VJP of indexing)."""
+    out = np.zeros(np.shape(like), dtype=np.result_type(g, like))
+    out[key] = g
+    return out
+
+
+def _conv2d_windows(x, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    return win[:, :, ::sh, ::sw]  # (N, C, OH, OW, KH, KW)
+
+
+def _conv2d(x, w, stride, padding):
+    """Cross-correlation, NCHW input, OIHW weights (as torch.nn.functional.conv2d)."""
+    win = _conv2d_windows(x, w.shape[2], w.shape[3], stride, padding)
+    out = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))  # (N, OH, OW, O)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def _conv2d_grad_weight(x, g, kh, kw, stride, padding):
+    win = _conv2d_windows(x, kh, kw, stride, padding)
+    return np.tensordot(g, win, axes=([0, 2, 3], [0, 2, 3]))  # (O, C, KH, KW)
+
+
+def _conv2d_grad_input(g, w, like, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, wd = np.shape(like)
+    kh, kw = w.shape[2], w.shape[3]
+    oh, ow = g.shape[2], g.shape[3]
+    cols = np.tensordot(g, w, axes=([1], [0]))  # (N, OH, OW, C, KH, KW)
+    out = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(g, w))
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += \
+                cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return out[:, :, ph:ph + h, pw:pw + wd]
+
+
+HELPERS = {
+    "_erf": [_erf_scalar, _erf],
+    "_softmax": [_softmax],
+    "_log_softmax": [_log_softmax],
+    "_scatter": [_scatter],
+    "_conv2d": [_conv2d_windows, _conv2d],
+    "_conv2d_grad_weight": [_conv2d_windows, _conv2d_grad_weight],
+    "_conv2d_grad_input": [_conv2d_grad_input],
+}

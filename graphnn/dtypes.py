@@ -1,0 +1,31 @@
+"""Dtype helpers: graphnn computes in float32 or float64 (and integer labels)."""
+from __future__ import annotations
+
+import numpy as np
+
+_SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64",
+          "int32": "i32", "bool": "bool"}
+ALLOWED = {"float64", "float32", "int64", "int32", "bool"}
+
+
+def as_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.name not in ALLOWED:
+        raise TypeError(f"unsupported dtype {dt.name!r}; use one of {sorted(ALLOWED)}")
+    return dt
+
+
+def short(dtype: np.dtype) -> str:
+    return _SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def is_float(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+def result_float(*dtypes) -> np.dtype:
+    """Float result of combining dtypes (ints promote to the float among them, else float64)."""
+    floats = [np.dtype(d) for d in dtypes if is_float(d)]
+    if not floats:
+        return np.dtype("float64")
+    return np.result_type(*floats)

@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def save(g, path): raise NotImplementedError
+def load(path): raise NotImplementedError

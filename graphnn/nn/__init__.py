@@ -1,0 +1,1 @@
+"""Layers, losses, initializers, optimizers and training."""

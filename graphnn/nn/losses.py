@@ -1,0 +1,37 @@
+"""Losses, built from ops (their gradients come from the ops' rules)."""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..graph import Node
+from ..ops import api
+
+
+def mse(pred: Node, target: Node) -> Node:
+    """Mean squared error, averaged over every element."""
+    if pred.shape != target.shape and api.shapes.broadcast(pred.shape, target.shape) != pred.shape:
+        raise ShapeError(f"mse: prediction {pred.name!r} {pred.shape} and target "
+                         f"{target.name!r} {target.shape} do not match")
+    d = pred - target
+    return api.mean(d * d)
+
+
+def bce_with_logits(logits: Node, target: Node) -> Node:
+    """Binary cross-entropy on logits z: mean(softplus(z) - y z), stable for |z| = 1000."""
+    if logits.shape != target.shape:
+        raise ShapeError(f"bce_with_logits: logits {logits.name!r} {logits.shape} and target "
+                         f"{target.name!r} {target.shape} differ")
+    return api.mean(api.softplus(logits) - target * logits)
+
+
+def softmax_cross_entropy(logits: Node, target: Node) -> Node:
+    """Mean cross-entropy of softmax(logits) against integer labels (N,) or one-hot (N, K)."""
+    k = logits.shape[-1]
+    if target.shape == logits.shape[:-1] and target.dtype.kind in "iu":
+        target = api.one_hot(target, k, logits.dtype)
+    elif target.shape != logits.shape:
+        raise ShapeError(f"softmax_cross_entropy: target {target.name!r} {target.shape} is neither "
+                         f"integer labels {logits.shape[:-1]} nor one-hot {logits.shape}")
+    return -api.mean(api.sum(target * api.log_softmax(logits, -1), axis=-1))
+
+
+cross_entropy = softmax_cross_entropy
