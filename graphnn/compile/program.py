@@ -181,13 +181,10 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
     if optimize:
         fn, passes = run_passes(fn)
     key = content_hash(fn, backend, name or "")
-    if backend == "numpy":
-        from .numpy_backend import NumPyPrinter as P
-    elif backend == "cupy":
-        from .cupy_backend import CuPyPrinter as P  # type: ignore
-    else:
-        from .cuda_backend import compile_cuda
-        return compile_cuda(graph, fn, single, passes, key)
+    if backend != "numpy":
+        raise GraphError(f"backend {backend!r} is not implemented yet in this version "
+                         "(the GPU targets are planned work); use backend='numpy'")
+    from .numpy_backend import NumPyPrinter as P
     hit = _CACHE.get(key)
     if hit is None:
         printer = P(fn, name or graph.name)
