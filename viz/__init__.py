@@ -1,0 +1,29 @@
+"""viz: pictures of graphnn graphs — drawings, gradient flow, step-by-step backprop, plots.
+
+`viz` imports graphnn; graphnn imports viz only from its command line.
+"""
+from .draw import DrawInfo, draw
+from .render import RenderError, has_dot, render, svg
+from .flow import Flag, LayerGradients, layer_gradients
+
+__all__ = ["draw", "svg", "render", "RenderError", "has_dot", "DrawInfo", "Flag",
+           "layer_gradients", "LayerGradients", "gradient_flow", "draw_check",
+           "backprop_steps", "forward_steps", "steps_html", "plots"]
+
+
+import importlib as _importlib
+
+
+def __getattr__(name):
+    # matplotlib and sympy-heavy parts load on first use
+    if name == "plots":
+        return _importlib.import_module("viz.plots")
+    if name == "gradient_flow":
+        return _importlib.import_module("viz.plots").gradient_flow
+    if name in ("backprop_steps", "forward_steps", "Step", "Steps", "Term"):
+        return getattr(_importlib.import_module("viz.steps"), name)
+    if name == "steps_html":
+        return _importlib.import_module("viz.page").steps_html
+    if name == "draw_check":
+        return _importlib.import_module("viz.check").draw_check
+    raise AttributeError(f"module 'viz' has no attribute {name!r}")

@@ -1,0 +1,164 @@
+"""`steps_html`: one self-contained HTML page to step through backprop (or forward mode).
+
+No network: the graph is inline SVG (highlighted per step with CSS classes),
+equations are presentation MathML (browsers render it natively) with the
+LaTeX source alongside, and the script is inline. Previous/Next buttons and
+the arrow keys move between steps.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import sympy as sp
+
+from . import symbols as S
+from .escape import html_text as h
+
+_CSS = """
+body{font-family:system-ui,Helvetica,Arial,sans-serif;margin:0;display:flex;flex-direction:column;height:100vh}
+header{padding:8px 14px;background:#263238;color:#fff;display:flex;gap:12px;align-items:center}
+header button{font-size:15px;padding:4px 14px}
+main{display:flex;flex:1;min-height:0}
+#graph{flex:1.2;overflow:auto;border-right:1px solid #ccc;padding:6px}
+#graph svg{max-width:100%;height:auto}
+#steps{flex:1;overflow:auto;padding:10px 16px}
+.step h2{font-size:17px;margin:4px 0 10px}
+.eq{margin:8px 0;font-size:18px}
+.local{margin:4px 0 4px 14px;font-size:16px}
+pre{background:#f5f5f5;padding:6px;white-space:pre-wrap}
+details{margin-top:8px;color:#555}
+g.node.current ellipse,g.node.current polygon,g.node.current path{stroke:#ff0066;stroke-width:5px}
+g.node.current text{font-weight:bold}
+"""
+
+_JS = """
+(function () {
+  var steps = Array.prototype.slice.call(document.querySelectorAll('section.step'));
+  var prev = document.getElementById('prev'), next = document.getElementById('next');
+  var counter = document.getElementById('counter');
+  var current = 0;
+  function show(k) {
+    if (!steps.length) { counter.textContent = '0 / 0'; return; }
+    current = Math.max(0, Math.min(steps.length - 1, k));
+    steps.forEach(function (s, j) { s.hidden = (j !== current); });
+    Array.prototype.forEach.call(document.querySelectorAll('g.node.current'),
+      function (el) { el.classList.remove('current'); });
+    var el = document.getElementById(steps[current].getAttribute('data-node'));
+    if (el) { el.classList.add('current'); }
+    counter.textContent = (current + 1) + ' / ' + steps.length;
+    prev.disabled = current === 0;
+    next.disabled = current === steps.length - 1;
+    document.body.setAttribute('data-step', String(current));
+  }
+  prev.addEventListener('click', function () { show(current - 1); });
+  next.addEventListener('click', function () { show(current + 1); });
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'ArrowRight' || e.key === 'ArrowDown') { show(current + 1); e.preventDefault(); }
+    else if (e.key === 'ArrowLeft' || e.key === 'ArrowUp') { show(current - 1); e.preventDefault(); }
+  });
+  show(0);
+})();
+"""
+
+
+def _math(content: str, display: bool = True) -> str:
+    attr = ' display="block"' if display else ""
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML"{attr}>{content}</math>'
+
+
+def _chain_mathml(step) -> str:
+    lhs = S.mathml(step.symbol())
+    if not step.terms:
+        rhs = "<mn>1</mn>" if step.kind == "backward" else "<mtext>seed direction</mtext>"
+        return _math(f"<mrow>{lhs}<mo>=</mo>{rhs}</mrow>")
+    parts = []
+    for t in step.terms:
+        if step.kind == "backward":
+            c = t.consumer.name
+            parts.append(S.mathml(S.Deriv("adj", step.of, c)) + S.mathml(S.Deriv("adj", c, step.node.name)))
+        else:
+            i = step.node.inputs[t.position].name
+            parts.append(S.mathml(S.Deriv("adj", step.node.name, i)) + S.mathml(S.Deriv("tan", "", i)))
+    return _math(f"<mrow>{lhs}<mo>=</mo>{'<mo>+</mo>'.join(parts)}</mrow>")
+
+
+def _step_section(step, hidden: bool) -> str:
+    out = [f'<section class="step" data-node="n{step.node.index}" data-name="{h(step.node.name)}"'
+           f'{" hidden" if hidden else ""}>',
+           f"<h2>Step {step.index + 1}: {h(step.title())}</h2>",
+           f'<div class="eq chain">{_chain_mathml(step)}</div>']
+    latex = [step.chain_latex()]
+    if step.expr is not None:
+        e = sp.factor_terms(step.expr)
+        out.append(f'<div class="eq expr">{_math("<mrow><mo>=</mo>" + S.mathml(e) + "</mrow>")}</div>')
+        latex.append("= " + S.latex(e))
+    if step.expanded is not None:
+        e = sp.factor_terms(step.expanded)
+        out.append(f'<div class="eq expanded">{_math("<mrow><mo>=</mo>" + S.mathml(e) + "</mrow>")}</div>')
+        latex.append("= " + S.latex(e))
+    if step.terms:
+        out.append("<p>Local derivatives:</p>")
+    for t, line in zip(step.terms, step.local_lines()):
+        c, n = ((t.consumer.name, step.node.name) if step.kind == "backward"
+                else (step.node.name, step.node.inputs[t.position].name))
+        pieces = [S.mathml(S.Deriv("adj", c, n))]
+        if t.local.named is not None:
+            pieces.append(S.mathml(sp.factor_terms(t.local.named)))
+            if t.local.explicit is not None and t.local.explicit != t.local.named:
+                pieces.append(S.mathml(sp.factor_terms(t.local.explicit)))
+            body = _math("<mrow>" + "<mo>=</mo>".join(pieces) + "</mrow>", display=False)
+        else:
+            body = _math("<mrow>" + pieces[0] + "<mo>:</mo></mrow>", display=False) + \
+                f" <code>{h(t.local.description or '')}</code>"
+        out.append(f'<div class="local">{body}</div>')
+        latex.append(line)
+    out.append(f'<pre class="numbers">{h(step.numbers())}</pre>')
+    out.append(f'<details><summary>LaTeX</summary><pre class="latex">{h(chr(10).join(latex))}</pre></details>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def steps_fragment(steps) -> str:
+    """The steps as HTML (no script): what Jupyter shows for a Steps list."""
+    return "\n".join(_step_section(s, hidden=False) for s in steps)
+
+
+def _graph_svg(steps, max_nodes: int) -> str:
+    from .draw import draw
+    from .render import svg
+    d = draw(steps.root, feeds=steps.feeds or None, grads=steps.kind == "backward", style="overlay",
+             max_nodes=max_nodes)
+    text = svg(d)
+    start = text.find("<svg")
+    return text[start:] if start >= 0 else text
+
+
+def steps_html(steps, path, title: str | None = None, max_nodes: int = 120) -> str:
+    """Write the self-contained stepping page for `steps` to `path`; returns the path."""
+    if not hasattr(steps, "root"):
+        raise TypeError("steps_html: expected the list returned by viz.backprop_steps or "
+                        "viz.forward_steps")
+    kind = "Backpropagation" if steps.kind == "backward" else "Forward mode"
+    title = title or f"{kind} through {steps.root.graph.name}: {steps.root.name}"
+    graph = _graph_svg(steps, max_nodes)
+    sections = "\n".join(_step_section(s, hidden=i > 0) for i, s in enumerate(steps))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{h(title)}</title>
+<style>{_CSS}</style></head>
+<body data-step="0">
+<header><button id="prev" type="button">&larr; Previous</button>
+<span id="counter">1 / {len(steps)}</span>
+<button id="next" type="button">Next &rarr;</button>
+<strong>{h(title)}</strong><span>(arrow keys work too)</span></header>
+<main><div id="graph">{graph}</div>
+<div id="steps">{sections}</div></main>
+<script>{_JS}</script>
+</body></html>
+"""
+    path = os.fspath(path)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
