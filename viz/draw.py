@@ -195,7 +195,7 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
                 failed.add(name)
         info.check_failed = sorted(failed)
 
-    d = graphviz.Digraph(name=g.name, graph_attr=dict(rankdir=rankdir, fontname="Helvetica",
+    d = graphviz.Digraph(name=re.sub(r"\W", "_", g.name, flags=re.ASCII) or "graph", graph_attr=dict(rankdir=rankdir, fontname="Helvetica",
                                                       fontsize="11", newrank="true"),
                          node_attr=dict(fontname="Helvetica", fontsize="10"),
                          edge_attr=dict(fontname="Helvetica", fontsize="9", arrowsize="0.7"))

@@ -14,6 +14,7 @@ symbol (dE/dname) when it would grow larger, so deep graphs stay readable.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -89,6 +90,14 @@ class Exprs:
         return S.generic_fn(n.op)(*args)
 
 
+@functools.lru_cache(maxsize=None)
+def _numeric(op: str, k: int, attrs: tuple):
+    """NumPy function of the op's arguments: d op / d argument k (lambdify is slow: cached)."""
+    spec = ELEMENTWISE[op]
+    d = derivative_expr(spec, spec.args[k]).xreplace(_params(spec, dict(attrs)))
+    return sp.lambdify(spec.arg_symbols, d, modules="numpy")
+
+
 @dataclass
 class Local:
     """d consumer / d input: named (sigma'(u2)), explicit (SymPy), value, or a LaTeX description."""
@@ -109,7 +118,7 @@ def local_derivative(v: Node, k: int, ex: Exprs, values: dict) -> Local:
         named = S.named_fn(v.op, prime=True)(args[0]) if v.op in NAMED_FNS else explicit
         value = None
         if all(id(i) in values for i in v.inputs):
-            f = sp.lambdify(sym, d, modules="numpy")
+            f = _numeric(v.op, k, tuple(sorted(v.attrs.items())))
             with np.errstate(all="ignore"):
                 value = np.broadcast_to(np.asarray(f(*[values[id(i)] for i in v.inputs]), dtype=float),
                                         np.broadcast_shapes(*[values[id(i)].shape for i in v.inputs]))
