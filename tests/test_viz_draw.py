@@ -11,7 +11,7 @@ import graphnn as gn
 import viz
 from viz import flow
 
-from viz_models import lecture001, lecture004_matrix
+from test_viz_models import lecture001, lecture004_matrix
 
 
 @pytest.fixture

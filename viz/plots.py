@@ -19,6 +19,13 @@ from graphnn.ops.elementwise import ELEMENTWISE, SYMBOLS, derivative_expr
 
 from .flow import layer_gradients
 
+def _erf_module():
+    from graphnn.compile.runtime import _erf
+    return [{"erf": _erf}, "numpy"]
+
+
+_MODULES = _erf_module()
+
 # values for the extra arguments of activations with learnable parts (prelu, trainable swish)
 EXTRA_ARGS = {"a": 0.25, "b": 0.0, "c": 1.0, "d": 0.0}
 
@@ -35,7 +42,7 @@ def activation_function(name: str):
     params = {sp.Symbol(p, real=True): sp.Float(v) for p, v in spec.params}
     f = spec.expr.xreplace(params).xreplace(fixed)
     df = derivative_expr(spec, "x").xreplace(params).xreplace(fixed)
-    return (sp.lambdify(x, f, "numpy"), sp.lambdify(x, df, "numpy"), f, df)
+    return (sp.lambdify(x, f, _MODULES), sp.lambdify(x, df, _MODULES), f, df)
 
 
 def _fig(n: int, cols: int, w: float = 3.0, h: float = 2.4) -> tuple[Figure, list]:
@@ -148,8 +155,10 @@ def decision_boundary(model, X, y=None, resolution: int = 150, margin: float = 0
     ax = fig.add_subplot()
     ax.contourf(gx, gy, cls.reshape(gx.shape), alpha=0.3, cmap="coolwarm")
     ax.contour(gx, gy, cls.reshape(gx.shape), colors="k", linewidths=0.6)
-    ax.scatter(X[:, 0], X[:, 1], c=None if y is None else np.asarray(y).ravel(), cmap="coolwarm",
-               edgecolors="k")
+    if y is None:
+        ax.scatter(X[:, 0], X[:, 1], color="k")
+    else:
+        ax.scatter(X[:, 0], X[:, 1], c=np.asarray(y).ravel(), cmap="coolwarm", edgecolors="k")
     ax.set_title("decision boundary")
     fig.graphnn_classes = cls.reshape(gx.shape)
     return fig

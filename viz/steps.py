@@ -95,7 +95,8 @@ def _numeric(op: str, k: int, attrs: tuple):
     """NumPy function of the op's arguments: d op / d argument k (lambdify is slow: cached)."""
     spec = ELEMENTWISE[op]
     d = derivative_expr(spec, spec.args[k]).xreplace(_params(spec, dict(attrs)))
-    return sp.lambdify(spec.arg_symbols, d, modules="numpy")
+    from graphnn.compile.runtime import _erf
+    return sp.lambdify(spec.arg_symbols, d, modules=[{"erf": _erf}, "numpy"])
 
 
 @dataclass
