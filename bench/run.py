@@ -1,0 +1,281 @@
+"""`make bench`: one training step of xor, mlp and deep, graphnn against hand-written
+NumPy, torch eager, JAX jit and PyTensor; then compile time of the deep step.
+
+Timing: every implementation is checked against hand-written NumPy (same loss
+after a few steps), warmed up, then timed in interleaved rounds (the order of
+implementations rotates each round); a round times a block of steps sized to
+take about BLOCK_S seconds; the reported time per step is the median over
+rounds. Ratios are to hand-written NumPy (lower is better).
+
+Compile time: a fresh Python process per sample builds the depth-D deep
+training step and compiles it (graphnn: graph + grad + compile; JAX: trace +
+XLA compile of the jitted step; PyTensor: graph + grad + function). Imports
+are not counted (reported separately for graphnn).
+
+Results: bench/results/cpu.json (with the machine described). Options:
+`--quick` (fewer rounds, for a smoke test), `--only xor,mlp`, `--no-compile`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+warnings.filterwarnings("ignore")
+
+
+def _threads_from_argv(argv) -> int:
+    """Thread count for every framework, set before any of them is imported.
+
+    Default 1: on a small shared machine, multi-threaded BLAS and thread pools
+    that spin-wait make timings swing by 10x when anything else runs; one thread
+    each is stable and the same for every peer. `--threads 2` uses both cores."""
+    for k, a in enumerate(argv):
+        if a == "--threads" and k + 1 < len(argv):
+            return int(argv[k + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+THREADS = _threads_from_argv(sys.argv)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "NUMEXPR_MAX_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+if THREADS == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import numpy as np  # noqa: E402
+
+from workloads import SPECS, data, init_params  # noqa: E402
+from numpy_ref import NumpyStep  # noqa: E402
+
+BLOCK_S = 0.02
+TARGETS = {"xor": 0.5, "mlp": 0.8, "deep": 0.9}
+COMPILE_DEPTHS = (8, 32, 128, 1024)
+PEER_COMPILE_DEPTHS = (8, 32, 128)
+
+
+def make_graphnn(spec, params, X, Y, fast=True):
+    import graphnn as gn
+    from workloads import graphnn_step
+    g, loss, updates, ps = graphnn_step(spec, params)
+    prog = gn.compile([loss], updates=updates, fast=fast)
+    args = prog.args_for({"x": X, "y": Y})
+    fn = prog.fn
+
+    def step():
+        return fn(*args)[0]
+    step.params = lambda: [g.values[p.name] for p in ps]
+    step.program = prog
+    return step
+
+
+def implementations():
+    from peers import PEERS
+    impls = {"numpy": lambda s, p, X, Y: NumpyStep(s, p, X, Y),
+             "graphnn": make_graphnn,
+             "graphnn-plain": lambda s, p, X, Y: make_graphnn(s, p, X, Y, fast=False)}
+    impls.update(PEERS)
+    return impls
+
+
+def build_all(name, spec, only_impls=None):
+    params, (X, Y) = init_params(spec), data(spec)
+    steps, notes = {}, {}
+    for impl, make in implementations().items():
+        if only_impls and impl not in only_impls:
+            continue
+        try:
+            t0 = time.perf_counter()
+            steps[impl] = make(spec, params, X, Y)
+            steps[impl]()  # first call: compiles where the peer compiles lazily
+            notes[impl] = f"built in {time.perf_counter() - t0:.2f} s"
+        except ImportError as e:
+            print(f"  note: {impl} skipped (cannot import: {e})")
+            notes[impl] = f"skipped: {e}"
+        except Exception as e:  # a peer failing must not stop the benchmark
+            print(f"  note: {impl} skipped ({type(e).__name__}: {e})")
+            notes[impl] = f"skipped: {type(e).__name__}: {e}"
+    return steps, notes
+
+
+def check(name, spec, steps):
+    """Every implementation, freshly built, computes the same losses as NumPy."""
+    params, (X, Y) = init_params(spec), data(spec)
+    ref = NumpyStep(spec, params, X, Y)
+    want = [ref() for _ in range(3)]
+    bad = {}
+    for impl, make in implementations().items():
+        if impl not in steps or impl == "numpy":
+            continue
+        st = make(spec, params, X, Y)
+        got = [float(st()) for _ in range(3)]
+        if not np.allclose(got, want, rtol=1e-8, atol=1e-12):
+            bad[impl] = (got, want)
+    return bad
+
+
+def time_block(step, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def measure(steps, rounds, warmup_s=0.05):
+    # block sizes: about BLOCK_S per block
+    sizes = {}
+    for impl, st in steps.items():
+        n, t = 1, 0.0
+        while True:
+            t = time_block(st, n)
+            if t * n > warmup_s or n > 100000:
+                break
+            n *= 4
+        sizes[impl] = max(1, int(BLOCK_S / max(t, 1e-9)))
+    times = {impl: [] for impl in steps}
+    names = list(steps)
+    for r in range(rounds):
+        k = r % len(names)
+        for impl in names[k:] + names[:k]:
+            times[impl].append(time_block(steps[impl], sizes[impl]))
+    return {impl: statistics.median(ts) for impl, ts in times.items()}
+
+
+def bench_steps(only, rounds):
+    results = {}
+    for name in only:
+        spec = SPECS[name]
+        print(f"[{name}] building ...", flush=True)
+        steps, notes = build_all(name, spec)
+        bad = check(name, spec, steps)
+        for impl, (got, want) in bad.items():
+            print(f"  note: {impl} disagrees with NumPy: losses {got} vs {want}; excluded")
+            notes[impl] = "excluded: losses differ from NumPy"
+            steps.pop(impl)
+        med = measure(steps, rounds)
+        base = med["numpy"]
+        results[name] = {impl: {"seconds": t, "ratio": t / base, "note": notes.get(impl, "")}
+                         for impl, t in med.items()}
+        for impl, note in notes.items():
+            if impl not in med:
+                results[name][impl] = {"seconds": None, "ratio": None, "note": note}
+        line = "  ".join(f"{impl} {t / base:.2f}x" for impl, t in med.items())
+        print(f"  numpy {base * 1e6:.1f} us/step; {line}", flush=True)
+    return results
+
+
+# -- compile time -------------------------------------------------------------------------------
+
+def compile_sample(kind: str, depth: int, timeout: float) -> dict:
+    cmd = [sys.executable, os.path.join(HERE, "compile_sample.py"), kind, str(depth)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_compile(samples, peers=True):
+    res = {}
+    plan = [("graphnn", d, samples) for d in COMPILE_DEPTHS]
+    if peers:
+        plan += [("jax", d, 1) for d in PEER_COMPILE_DEPTHS]
+        plan += [("pytensor", d, 1) for d in PEER_COMPILE_DEPTHS]
+    for kind, depth, n in plan:
+        got = [compile_sample(kind, depth, timeout=120) for _ in range(n)]
+        ok = [s for s in got if "error" not in s]
+        if not ok:
+            print(f"  note: {kind} compile depth {depth}: {got[0]['error']}")
+            res.setdefault(kind, {})[str(depth)] = {"error": got[0]["error"]}
+            continue
+        entry = {"seconds": statistics.median(s["seconds"] for s in ok), "samples": len(ok)}
+        for extra in ("build", "compile", "import", "nodes"):
+            if extra in ok[0]:
+                entry[extra] = statistics.median(s[extra] for s in ok)
+        res.setdefault(kind, {})[str(depth)] = entry
+        print(f"  {kind:9s} depth {depth:5d}: {entry['seconds']:.3f} s"
+              + (f" (build {entry['build']:.3f} + compile {entry['compile']:.3f}; "
+                 f"{entry['nodes']} nodes)" if "build" in entry else ""), flush=True)
+    return res
+
+
+# -- machine and report -----------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    vers = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("torch", "jax", "pytensor", "numexpr", "sympy"):
+        try:
+            vers[mod] = __import__(mod).__version__
+        except Exception:
+            vers[mod] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "versions": vers, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def table(results) -> str:
+    impls = ["graphnn", "graphnn-plain", "jax", "pytensor", "torch"]
+    head = "| step | NumPy (us) | " + " | ".join(impls) + " | target |"
+    rows = [head, "|" + "---|" * (len(impls) + 3)]
+    for name, r in results.items():
+        cells = []
+        for impl in impls:
+            v = r.get(impl, {}).get("ratio")
+            cells.append("skipped" if v is None else f"{v:.2f}x")
+        rows.append(f"| {name} | {r['numpy']['seconds'] * 1e6:.1f} | " + " | ".join(cells)
+                    + f" | <= {TARGETS[name]}x |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="xor,mlp,deep")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="threads for every framework")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "cpu.json"))
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rounds = 5 if a.quick else 21
+    only = [s for s in a.only.split(",") if s]
+    report = {"machine": machine(), "method": {
+        "rounds": rounds, "block_seconds": BLOCK_S, "statistic": "median over interleaved rounds",
+        "ratio": "time per step / hand-written NumPy time per step (lower is better)",
+        "dtype": "float64", "threads": THREADS}}
+    report["steps"] = bench_steps(only, rounds)
+    print("\nRatio to hand-written NumPy, one training step (float64; lower is better):")
+    print(table(report["steps"]))
+    if not a.no_compile:
+        print("\nCompile time of the deep training step (fresh process per sample):", flush=True)
+        report["compile"] = bench_compile(1 if a.quick else 3, peers=not a.quick)
+    report["total_seconds"] = time.perf_counter() - t0
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {os.path.relpath(a.out)} in {report['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,887 @@
+"""The fast NumPy target for training steps (`gn.compile(..., updates=...)`).
+
+Same straight-line program as the plain printer, lowered for speed:
+
+* every intermediate lives in a preallocated buffer, sized for the batch at the
+  first call (`_alloc(B)`) and reused when its value is dead (memory.py);
+  kernels write with `out=` (matmul, sums, ufuncs), element-wise ones in place;
+* element-wise chains fuse into one SymPy expression printed as a few ufunc
+  calls (fusion.py); `transpose` of a matrix is the view `W.T`, broadcasting
+  feeding element-wise code is left to NumPy;
+* parameter updates that have the same structure (SGD on every parameter, Adam
+  on every parameter, ...) run once on flat buffers: the parameters, their
+  gradients and optimizer state are views into one flat array per role, so an
+  optimizer update is a handful of whole-buffer operations. The gradients are
+  computed straight into their views.
+
+The program takes the same arguments as the plain one. Parameters of flat groups
+are *adopted* when the Program is built (`_adopt(g.values)` copies them into the
+flat buffers and makes `g.values[name]` a view); a call with other arrays still
+works (they are copied in and the results copied back).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import sympy as sp
+
+from .. import __version__
+from ..graph import Node, fmt_type
+from ..ops.registry import get_op
+from . import fusion, memory
+from .passes import Function
+from .printer import Namer, comment_text, literal
+
+_VIEW_OPS = ("stop_gradient",)
+_BROADCAST = ("broadcast_like", "broadcast_to")
+
+
+def _is_ew(n: Node) -> bool:
+    return get_op(n.op).elementwise is not None
+
+
+def _attrs_key(n: Node) -> tuple:
+    return tuple(sorted(n.attrs.items()))
+
+
+def _shape_code(shape, batch="B") -> str:
+    dims = [batch if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _tag(shape) -> str:
+    return "x".join("B" if d is None else str(d) for d in shape) or "s"
+
+
+_EXPR_CACHE: dict = {}
+_EMIT_CACHE: dict = {}
+
+
+class FastPrinter:
+    def __init__(self, fn: Function, name: str = "step"):
+        self.fn = fn
+        self.name = name
+        self.namer = Namer(self._helper_names())
+        self.order = [n for n in fn.order()]
+        self.cut = {id(c) for c in fn.cut}
+        self.outputs = {id(o) for o in fn.outputs}
+        self.update_of = {id(v): p for p, v in fn.updates}  # value -> param (last wins)
+        self.consumers: dict[int, list[Node]] = defaultdict(list)
+        for n in self.order:
+            for i in n.inputs:
+                self.consumers[id(i)].append(n)
+        self.helpers: list[str] = []
+        self.consts: list[str] = []
+        self.globals_: list[str] = []    # module-level lines (flat buffers, views)
+        self.alloc_lines: list[str] = []
+        self.temps: dict[tuple, str] = {}
+        self.gtemps: dict[tuple, str] = {}
+
+    def _helper_names(self):
+        from .runtime import HELPERS
+        names = set(HELPERS)
+        for objs in HELPERS.values():
+            names.update(o.__name__ for o in objs if hasattr(o, "__name__"))
+        return names | {"_erf_scalar", "step", "_alloc", "_adopt", "_foreign", "B"}
+
+    def claim(self, base: str) -> str:
+        ident, k = base, 2
+        while ident in self.namer.taken:
+            ident, k = f"{base}_{k}", k + 1
+        self.namer.taken.add(ident)
+        return ident
+
+    # -- classification ---------------------------------------------------------------------
+    def is_arg(self, n: Node) -> bool:
+        return n.op in ("input", "param") or id(n) in self.cut
+
+    def classify(self):
+        order = self.order
+        self.region = self._update_region()
+        alias: dict[int, str] = {}       # value -> expression that is a view (no statement)
+        transparent: dict[int, Node] = {}  # broadcast feeding only element-wise code
+        for n in order:
+            if n.is_leaf or id(n) in self.cut:
+                continue
+            cons = self.consumers[id(n)]
+            if n.op in _BROADCAST and cons and id(n) not in self.outputs and \
+                    id(n) not in self.update_of and all(_is_ew(c) for c in cons):
+                transparent[id(n)] = self.source_of(n.inputs[0], transparent)
+            elif n.op in _VIEW_OPS and id(n) not in self.outputs:
+                transparent[id(n)] = self.source_of(n.inputs[0], transparent)
+            elif n.op == "transpose" and n.ndim == 2 and id(n) not in self.outputs:
+                alias[id(n)] = None  # filled when printed
+        self.transparent = transparent
+        self.alias = alias
+        # fusion: inline single-consumer element-wise nodes into their consumer
+        inline, size = set(), {}
+        for n in order:
+            if n.is_leaf or id(n) in self.cut or id(n) in self.region or not _is_ew(n) \
+                    or n.shape == ():
+                continue
+            total = 1
+            for i in set(n.inputs):
+                i = self.source_of(i)
+                if self._inlinable(i, n) and total + size[id(i)] <= fusion.MAX_GROUP:
+                    inline.add(id(i))
+                    total += size[id(i)]
+            size[id(n)] = total
+        self.inline = inline
+
+    def source_of(self, n: Node, transparent=None) -> Node:
+        t = self.transparent if transparent is None else transparent
+        while id(n) in t:
+            n = t[id(n)]
+        return n
+
+    def _inlinable(self, i: Node, c: Node) -> bool:
+        if i.is_leaf or id(i) in self.cut or not _is_ew(i) or i.shape != c.shape:
+            return False
+        if id(i) in self.outputs or id(i) in self.update_of or id(i) in self.region:
+            return False
+        users = {id(u) for u in self._users(i)}
+        return users == {id(c)}
+
+    def _users(self, n: Node) -> list[Node]:
+        """Consumers, looking through transparent views."""
+        out, stack = [], list(self.consumers[id(n)])
+        while stack:
+            u = stack.pop()
+            if id(u) in self.transparent:
+                stack.extend(self.consumers[id(u)])
+            else:
+                out.append(u)
+        return out
+
+    # -- the update region: per-parameter element-wise update code --------------------------
+    def _update_region(self) -> set[int]:
+        cand: set[int] = set()
+        shape_of: dict[int, tuple] = {}
+        for p, v in self.fn.updates:
+            if p.shape == () or not _is_ew(v) or v.shape != p.shape:
+                continue
+            stack = [v]
+            while stack:
+                n = stack.pop()
+                if id(n) in cand or n.is_leaf or id(n) in self.cut or not _is_ew(n) \
+                        or n.shape != p.shape:
+                    continue
+                cand.add(id(n))
+                shape_of[id(n)] = p.shape
+                stack.extend(n.inputs)
+        updated_vals = {id(v) for _, v in self.fn.updates}
+        for n in reversed(self.order):
+            if id(n) not in cand:
+                continue
+            if id(n) in self.outputs or any(id(c) not in cand for c in self.consumers[id(n)]):
+                if not (id(n) in updated_vals and all(id(c) in cand for c in self.consumers[id(n)])
+                        and id(n) not in self.outputs):
+                    cand.discard(id(n))
+        return cand
+
+    # -- printing ----------------------------------------------------------------------------
+    def source(self) -> tuple[str, dict]:
+        self.classify()
+        args = [n for n in self.order if self.is_arg(n)]
+        arg_ids = [self.namer(a) for a in args]
+        self.groups = self._groups()
+        statements, texts = self._body()
+        # buffer plan over body statements (region code uses flat buffers of its own)
+        keep = {id(o) for o in self.fn.outputs} | self.region_leaves | {
+            id(self.source_of(v)) for _, v in self.fn.updates if id(v) not in self.region}
+        plan = memory.plan([s for s, _ in statements], base_of=self.base_of, keep=keep)
+        self.plan = plan
+        for st, n, kind in self._entries:
+            if kind[0] == "plain" and kind[1] is not None:
+                plan.buffer[id(n)] = kind[1]
+        texts = list(texts)  # renders (and names temporaries) now that buffers are known
+        for p, v in self.fn.updates:  # updates outside the fused region: copied in last
+            if id(v) not in self.region:
+                self.tail.append((f"np.copyto({self.namer(p)}, {{{id(v)}}})  "
+                                  f"# update '{comment_text(p.name)}' in place", v))
+        self.tail.extend((_late(self, t), n) for t, n in self.deferred)
+        self.tail = [(_late(self, t), n) for t, n in self.tail]
+        batch_arg = next(((a, d) for a in args for d, s in enumerate(a.shape) if s is None), None)
+        lines = [
+            f"# graphnn program {comment_text(self.name)} (graph {comment_text(self.fn.graph.name)}), "
+            f"generated by graphnn {__version__} (fast training step).",
+            "# Buffers are preallocated for the batch size B (_alloc) and reused; element-wise",
+            "# chains are fused; parameter updates run on flat buffers (see graphnn/compile/fast.py).",
+            "import math", "", "import numpy as np", "",
+        ]
+        helpers = self._helper_source()
+        if helpers:
+            lines += sum(([h, "", ""] for h in helpers), [])
+        lines += self.consts
+        lines.append(f"ARGS = {tuple(a.name for a in args)!r}")
+        lines.append(f"OUTPUTS = {tuple(o.name for o in self.fn.outputs)!r}")
+        lines.append("PARAMS = {}  # default parameter values, by name (see run)")
+        lines += ["", "# flat buffers: parameters, gradients and optimizer state, one per role"]
+        lines += self.globals_
+        # allocation for batch size B
+        bufs = sorted(plan.buffers.items(), key=lambda kv: int(kv[0][4:]))
+        alloc_names = [b for b, _ in bufs] + list(self.temps.values())
+        lines += ["", "_B = None", "", "", "def _alloc(B):",
+                  '    """(Re)allocate the buffers of every intermediate for batch size B."""']
+        if alloc_names:
+            lines.append("    global _B, " + ", ".join(alloc_names))
+        else:
+            lines.append("    global _B")
+        lines.append("    _B = B")
+        for b, (shape, dtype) in bufs:
+            lines.append(f"    {b} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        for (shape, dtype, k), t in self.temps.items():
+            lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        lines += ["", ""]
+        if batch_arg is None:
+            lines += ["_alloc(None)", "", ""]
+        # the step
+        lines.append(f"def step({', '.join(arg_ids)}):")
+        for a, ident in zip(args, arg_ids):
+            note = f"'{comment_text(a.name)}'" if ident != a.name else ""
+            lines.append(f"    # {ident}: {fmt_type(a)} {a.op} {note}".rstrip())
+        if self.flat_params:
+            cond = " or ".join(f"{self.namer(p)} is not {v}" for p, v in self.flat_params)
+            lines.append(f"    if {cond}:  # not the adopted arrays: copy in and out")
+            lines.append(f"        return _foreign({', '.join(arg_ids)})")
+        if batch_arg is not None:
+            a, d = batch_arg
+            lines.append(f"    if {self.namer(a)}.shape[{d}] != _B:")
+            lines.append(f"        _alloc({self.namer(a)}.shape[{d}])")
+        line_nodes = {}
+        for (st, node), text in zip(statements, texts):
+            for t in text:
+                lines.append("    " + self._fill(t, node))
+                line_nodes[len(lines)] = node
+        for text, node in self.tail:
+            lines.append("    " + self._fill(text, node))
+            line_nodes[len(lines)] = node
+        outs = []
+        for o in self.fn.outputs:
+            v = self.value_of(o)
+            if id(o) in plan.buffer and o.shape != ():
+                v = f"{v}.copy()"
+            outs.append(v)
+        lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+        lines += ["", ""] + self._adopt_source(args, arg_ids) + self._run_source()
+        return "\n".join(lines), line_nodes
+
+    def _fill(self, text: str, node: Node) -> str:
+        return text
+
+    # -- body ----------------------------------------------------------------------------------
+    def value_of(self, n: Node) -> str:
+        n = self.source_of(n)
+        if n.op == "const":
+            if n.value.ndim == 0:
+                return literal(n.value)
+            return self.const_name(n)
+        if id(n) in self.alias:
+            return f"{self.value_of(n.inputs[0])}.T"
+        if self.is_arg(n):
+            return self.namer(n)
+        if hasattr(self, "plan") and id(n) in self.plan.buffer:
+            return self.plan.buffer[id(n)]
+        return self.namer(n)
+
+    def const_name(self, node: Node) -> str:
+        ident = self.namer(node)
+        if ident not in {c.split(" = ")[0] for c in self.consts}:
+            arr = node.value
+            body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
+                                   max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
+            self.consts.append(f"{ident} = np.array({body}, dtype=np.{arr.dtype.name})"
+                               f"  # const {comment_text(node.name)} {fmt_type(node)}")
+        return ident
+
+    def note(self, n: Node, extra: str = "") -> str:
+        notes = [n.op, fmt_type(n)]
+        if n.role != "forward":
+            notes.append(n.role)
+        if n.scope:
+            notes.append(comment_text(n.scope))
+        return f"# {comment_text(n.name)}: {' · '.join(notes)}{extra}"
+
+    def _body(self):
+        """Statements (for the planner) and their text, as deferred formatters."""
+        self.base_of: dict[int, int] = {}
+        entries = []  # (Statement, node, render)
+        for n in self.order:
+            if n.is_leaf or id(n) in self.cut or id(n) in self.transparent or \
+                    id(n) in self.inline or id(n) in self.region:
+                continue
+            if id(n) in self.alias:
+                src = self.source_of(n.inputs[0])
+                self.base_of[id(n)] = self.base_of.get(id(src), id(src))
+                continue
+            fixed = self.fixed_buffer.get(id(n))
+            st = memory.Statement()
+            if n.shape != () and _is_ew(n):
+                expr, leaves = self.group_expr(n)
+                st.uses = [id(l) for l in leaves]
+                if id(n) not in self.outputs:
+                    st.defines = [memory.Request(id(n), n.shape, n.dtype.name,
+                                                 may_alias=tuple(id(l) for l in leaves
+                                                                 if l.shape == n.shape and l.dtype == n.dtype),
+                                                 fixed=fixed)]
+                else:
+                    st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                entries.append((st, n, ("ew", expr, leaves)))
+            elif n.op == "matmul" and n.shape != () and n.inputs[0].ndim >= 1:
+                st.uses = [id(self.source_of(i)) for i in n.inputs]
+                st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                entries.append((st, n, ("matmul",)))
+            elif n.op in ("sum", "mean") and n.shape != ():
+                st.uses = [id(self.source_of(n.inputs[0]))]
+                st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                entries.append((st, n, ("reduce",)))
+            else:
+                st.uses = [id(self.source_of(i)) for i in n.inputs]
+                entries.append((st, n, ("plain", fixed)))
+        # update groups read their leaves after the straight line
+        self.region_leaves = set()
+        for grp in self.groups:
+            for member in grp["members"]:
+                for leaf in member["leaves"]:
+                    self.region_leaves.add(id(self.source_of(leaf)))
+        self._entries = entries
+        return [(st, n) for st, n, _ in entries], _Texts(self, entries)
+
+    # -- fused element-wise groups ----------------------------------------------------------------
+    def group_expr(self, root: Node):
+        """(SymPy expression over leaf symbols, leaf nodes) of the fused tree at `root`."""
+        leaves: list[Node] = []
+        index: dict[int, int] = {}
+        key_parts = []
+
+        def leaf(n):
+            n = self.source_of(n)
+            small = _small_int_const(n)
+            if small is not None:  # 1, 2, -1 ... as numbers, so SymPy can simplify them
+                key_parts.append(("int", small))
+                return sp.Integer(small)
+            if id(n) not in index:
+                index[id(n)] = len(leaves)
+                leaves.append(n)
+                key_parts.append(("leaf", self._klass(n, root), n.dtype.str))
+            return fusion.leaf_symbol(index[id(n)])
+
+        # post-order over the inlined tree (bounded by MAX_GROUP, explicit stack)
+        exprs: dict[int, sp.Expr] = {}
+        stack = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                args = []
+                for i in n.inputs:
+                    s = self.source_of(i)
+                    if id(s) in self.inline and id(s) in exprs:
+                        args.append(exprs[id(s)])
+                    else:
+                        args.append(leaf(i))
+                key_parts.append((n.op, _attrs_key(n), tuple(str(a) for a in args)[:0]))
+                exprs[id(n)] = (n, args)
+                continue
+            stack.append((n, True))
+            for i in reversed(n.inputs):
+                s = self.source_of(i)
+                if id(s) in self.inline and id(s) not in exprs:
+                    stack.append((s, False))
+        # structure key: ops in post-order with their argument wiring
+        wiring = []
+        pos = {}
+        for k, (nid, (n, args)) in enumerate(exprs.items()):
+            pos[nid] = k
+            wiring.append((n.op, _attrs_key(n), n.dtype.str,
+                           tuple(("n", pos[id(self.source_of(i))]) if id(self.source_of(i)) in pos
+                                 else ("i", _small_int_const(self.source_of(i)))
+                                 if id(self.source_of(i)) not in index
+                                 else ("l", index[id(self.source_of(i))]) for i in n.inputs)))
+        subs = self._substitutions(leaves, root)
+        key = (tuple(wiring), tuple(p for p in key_parts if p[0] == "leaf"),
+               tuple((k, op, ak) for k, op, ak, _ in subs))
+        hit = _EXPR_CACHE.get(key)
+        if hit is None:
+            built: dict[int, sp.Expr] = {}
+            for nid, (n, _) in exprs.items():
+                args = []
+                for i in n.inputs:
+                    s = self.source_of(i)
+                    small = _small_int_const(s)
+                    args.append(built[id(s)] if id(s) in built else sp.Integer(small)
+                                if small is not None else fusion.leaf_symbol(index[id(s)]))
+                built[nid] = fusion.substitute(n.op, _attrs_key(n), args)
+            expr = built[id(root)]
+            extra = {}
+            for k, op, ak, _node in subs:
+                f = fusion.substitute(op, ak, [fusion.leaf_symbol(k)])
+                extra[f] = sp.Symbol(f"S{k}_{op}", real=True)
+            if extra:
+                expr = expr.xreplace(extra)
+            hit = _EXPR_CACHE[key] = (expr, key)
+        expr, key = hit
+        # substitution symbols become leaves
+        sub_leaves = {}
+        for k, op, ak, node in subs:
+            sname = f"S{k}_{op}"
+            if any(s.name == sname for s in expr.free_symbols):
+                sub_leaves[sname] = node
+        self._group_meta = getattr(self, "_group_meta", {})
+        self._group_meta[id(root)] = (key, [l for l in leaves], sub_leaves)
+        return expr, leaves + list(sub_leaves.values())
+
+    def _substitutions(self, leaves, root):
+        """Unary element-wise values of a leaf already computed earlier (tanh(z) = h)."""
+        out = []
+        for k, l in enumerate(leaves):
+            if l.shape == ():
+                continue
+            for c in self.consumers[id(l)]:
+                if c.index >= root.index or len(c.inputs) != 1 or not _is_ew(c) or \
+                        id(c) in self.inline or id(c) in self.transparent or id(c) in self.region:
+                    continue
+                out.append((k, c.op, _attrs_key(c), c))
+        return out
+
+    def _klass(self, n: Node, root: Node):
+        if n.shape == ():
+            return "scalar"
+        if n.shape == root.shape:
+            return "full"
+        return n.shape
+
+    def emit_group(self, root: Node, out: str, alias_node: Node | None):
+        """Lines computing the fused group at root into `out`."""
+        key, leaves, sub_leaves = self._group_meta[id(root)]
+        expr = _EXPR_CACHE[key][0]
+        names = {}
+        shapes = {}
+        for k, l in enumerate(leaves):
+            s = fusion.leaf_symbol(k)
+            shapes[s] = "full" if l.shape == root.shape else ("scalar" if l.shape == () else "other")
+            names[s.name] = self.value_of(l)
+        for sname, node in sub_leaves.items():
+            shapes[sp.Symbol(sname, real=True)] = "full"
+            names[sname] = self.value_of(node)
+        alias_sym = None
+        if alias_node is not None:
+            for k, l in enumerate(leaves):
+                if l is alias_node:
+                    alias_sym = fusion.leaf_symbol(k)
+            for sname, node in sub_leaves.items():
+                if node is alias_node:
+                    alias_sym = sp.Symbol(sname, real=True)
+        ekey = (key, alias_sym.name if alias_sym is not None else None,
+                tuple(sorted((s.name, c) for s, c in shapes.items())))
+        hit = _EMIT_CACHE.get(ekey)
+        if hit is None:
+            hit = _EMIT_CACHE[ekey] = fusion.emit(expr, shapes, root.dtype.name, alias_sym)
+        lines, n_t, n_b = hit
+        fmt = dict(names)
+        fmt["OUT"] = out
+        for k in range(n_t):
+            fmt[f"T{k}"] = self.temp(root.shape, root.dtype.name, k)
+        for k in range(n_b):
+            fmt[f"B{k}"] = self.temp(root.shape, "bool", k)
+        return [ln.format(**fmt) for ln in lines]
+
+    def temp(self, shape, dtype, k) -> str:
+        key = (shape, dtype, k)
+        if key not in self.temps:
+            self.temps[key] = self.claim(f"_tmp{k}_{dtype}_{_tag(shape)}")
+        return self.temps[key]
+
+    # -- update groups ------------------------------------------------------------------------------
+    def _groups(self):
+        """Components of the update region, grouped by identical structure."""
+        region = self.region
+        self.fixed_buffer: dict[int, str] = {}
+        self.flat_params: list[tuple[Node, str]] = []
+        self.tail: list[tuple[str, Node]] = []
+        self.deferred: list[tuple[str, Node]] = []  # writes that must wait for every read
+        self.foreign_read: set[int] = set()
+        if not region:
+            return []
+        parent = {}
+
+        def find(a):
+            while parent.setdefault(a, a) != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for n in self.order:
+            if id(n) in region:
+                find(id(n))
+                for i in n.inputs:
+                    if id(i) in region:
+                        parent[find(id(i))] = find(id(n))
+        comps: dict[int, list[Node]] = defaultdict(list)
+        for n in self.order:
+            if id(n) in region:
+                comps[find(id(n))].append(n)
+        writes: dict[int, list[Node]] = defaultdict(list)  # value -> params it updates
+        for p, v in self.fn.updates:
+            if id(v) in region:
+                writes[id(v)].append(p)
+        members = []
+        for nodes in comps.values():
+            local = {id(n): k for k, n in enumerate(nodes)}
+            leaves: list[Node] = []
+            lidx: dict[int, int] = {}
+            wiring = []
+            for n in nodes:
+                refs = []
+                for i in n.inputs:
+                    if id(i) in local:
+                        refs.append(("n", local[id(i)]))
+                        continue
+                    s = self.source_of(i)
+                    if id(s) not in lidx:
+                        lidx[id(s)] = len(leaves)
+                        leaves.append(s)
+                    refs.append(("l", lidx[id(s)]))
+                wiring.append((n.op, _attrs_key(n), n.dtype.str, tuple(refs)))
+            shape = nodes[0].shape
+            params = [p for n in nodes for p in writes.get(id(n), [])]
+            kinds = []
+            for l in leaves:
+                if l.shape == ():
+                    kinds.append(("s", id(l)))       # shared scalar: the same node
+                elif l.shape == shape:
+                    kinds.append(("p", params.index(l)) if l in params else ("f",))
+                else:
+                    kinds.append(("o", l.shape))
+            outs = tuple((local[id(n)], params.index(p)) for n in nodes for p in writes.get(id(n), []))
+            sig = (tuple(wiring), tuple(kinds), outs)
+            members.append({"nodes": nodes, "leaves": leaves, "params": params, "sig": sig,
+                            "shape": shape, "kinds": kinds})
+        for m in members:  # a param one component updates and another reads: write it last
+            for l in m["leaves"]:
+                if l.op == "param" and l not in m["params"]:
+                    self.foreign_read.add(id(l))
+        by_sig: dict = {}
+        for m in members:
+            by_sig.setdefault(m["sig"], []).append(m)
+        groups = [{"members": ms, "sig": sig} for sig, ms in by_sig.items()]
+        self._plan_groups(groups)
+        return groups
+
+    def _plan_groups(self, groups):
+        """Flat buffers, views, and the group code (appended to self.tail)."""
+        written_in_place: set[int] = set()
+        for gi, grp in enumerate(groups):
+            ms = grp["members"]
+            m0 = ms[0]
+            flat = len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0["kinds"]) and \
+                all(p in m0["leaves"] for p in m0["params"])
+            dtype = m0["nodes"][0].dtype.name
+            if not flat:
+                for m in ms:
+                    self._emit_component(m, {id(l): None for l in m["leaves"]}, None, dtype,
+                                         written_in_place)
+                continue
+            sizes = [int(np.prod(m["shape"], dtype=np.int64)) for m in ms]
+            total = sum(sizes)
+            offs = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+            names: dict = {}
+            first = m0["nodes"][0]
+            label = f"{gi}"
+            self.globals_.append(f"# group {gi}: {len(ms)} parameters updated by the same rule "
+                                 f"({' · '.join(sorted({n.op for n in m0['nodes']}))}), {total} elements")
+
+            def flat_buffer(tag, views):
+                fname = self.claim(f"_flat{label}_{tag}")
+                self.globals_.append(f"{fname} = np.zeros({total}, dtype=np.{dtype})")
+                for (vname, shape), a, b in zip(views, offs[:-1], offs[1:]):
+                    self.globals_.append(f"{vname} = {fname}[{a}:{b}].reshape({_shape_code(shape)})")
+                return fname
+
+            slot_names = {}
+            for k, kind in enumerate(m0["kinds"]):
+                if kind[0] == "p":
+                    ps = [m["params"][kind[1]] for m in ms]
+                    views = [(self.claim(f"_v_{self.namer(p)}"), p.shape) for p in ps]
+                    fname = flat_buffer(comment_text(self.namer(ps[0])).lower() + "s", views)
+                    slot_names[k] = fname
+                    for p, (vname, _) in zip(ps, views):
+                        self.flat_params.append((p, vname))
+                elif kind[0] == "f":
+                    ls = [m["leaves"][k] for m in ms]
+                    views = [(self.claim(f"_g_{self.namer(l)}"), l.shape) for l in ls]
+                    fname = flat_buffer(f"leaf{k}", views)
+                    slot_names[k] = fname
+                    seen = set()
+                    for l, (vname, _) in zip(ls, views):
+                        if self._can_fix(l) and id(l) not in seen and id(l) not in self.fixed_buffer:
+                            self.fixed_buffer[id(l)] = vname
+                        else:
+                            self.tail.append((f"np.copyto({vname}, {{{id(l)}}})  # into flat buffer",
+                                              l))
+                        seen.add(id(l))
+            self._emit_component(m0, slot_names, total, dtype, written_in_place, flat_label=label)
+
+    def _can_fix(self, l: Node) -> bool:
+        if l.is_leaf or id(l) in self.cut or id(l) in self.alias or id(l) in self.transparent \
+                or id(l) in self.outputs or id(l) in self.inline or id(l) in self.region:
+            return False
+        return (_is_ew(l) and l.shape != ()) or l.op == "matmul" or (l.op in ("sum", "mean")
+                                                                       and l.shape != ())
+
+    def _emit_component(self, m, slot_names, total, dtype, written, flat_label=None):
+        """Code for one component (or a whole flat group through its first member)."""
+        nodes, leaves, params = m["nodes"], m["leaves"], m["params"]
+        local = {id(n): k for k, n in enumerate(nodes)}
+        # which nodes are materialized (roots): update values and multi-use nodes
+        writes = defaultdict(list)
+        for p, v in self.fn.updates:
+            if id(v) in local:
+                writes[id(v)].append(p)
+        uses = defaultdict(int)
+        for n in nodes:
+            for i in set(n.inputs):
+                if id(i) in local:
+                    uses[id(i)] += 1
+        roots = [n for n in nodes if writes.get(id(n)) or uses[id(n)] != 1]
+        root_ids = {id(n) for n in roots}
+        # leaf display names
+        def leaf_name(k):
+            if total is not None and k in slot_names:
+                return slot_names[k]
+            return self.value_of_late(leaves[k])
+        pidx = {id(p): k for k, p in enumerate(params)}
+        leaf_of_param = {}
+        for k, l in enumerate(leaves):
+            if id(l) in pidx:
+                leaf_of_param[id(l)] = k
+        # the last root reading each param's old value
+        last_read = {}
+        root_pos = {id(r): j for j, r in enumerate(roots)}
+        expr_of: dict[int, sp.Expr] = {}
+        reads: dict[int, set] = {}
+        for n in nodes:
+            args, rd = [], set()
+            for i in n.inputs:
+                if id(i) in local:
+                    if id(i) in root_ids:
+                        args.append(sp.Symbol(f"R{local[id(i)]}", real=True))
+                    else:
+                        args.append(expr_of[id(i)])
+                        rd |= reads[id(i)]
+                else:
+                    k = leaves.index(self.source_of(i))
+                    args.append(fusion.leaf_symbol(k))
+                    rd.add(k)
+            expr_of[id(n)] = fusion.substitute(n.op, _attrs_key(n), args)
+            reads[id(n)] = rd
+            if id(n) in root_ids:
+                for k in rd:
+                    last_read[k] = root_pos[id(n)]
+        root_buf = {}
+        deferred = []
+        for j, r in enumerate(roots):
+            expr = expr_of[id(r)]
+            ps = writes.get(id(r), [])
+            dest, alias = None, None
+            if ps:
+                p = ps[0]
+                k = leaf_of_param.get(id(p))
+                old_read_later = (k is not None and last_read.get(k, -1) > j) or \
+                    id(p) in self.foreign_read
+                if not old_read_later:
+                    dest = slot_names[leaves.index(p)] if (total is not None and id(p) in leaf_of_param
+                                                           and leaves.index(p) in slot_names) \
+                        else (self._param_flat(p, m, slot_names, total) if total is not None
+                              else self.namer(p))
+                    alias = fusion.leaf_symbol(k) if k is not None and k in reads[id(r)] else None
+                    written.add(id(p))
+            if dest is None:
+                shape = (total,) if total is not None else r.shape
+                dest = self.claim(f"_upd{len(self.globals_)}_{comment_text(r.name)}")
+                self.globals_.append(f"{dest} = np.zeros({_shape_code(shape)}, dtype=np.{dtype})")
+                for p in ps:
+                    target = (self._param_flat(p, m, slot_names, total) if total is not None
+                              else self.namer(p))
+                    deferred.append((f"np.copyto({target}, {dest})  # update '{comment_text(p.name)}'", r))
+            root_buf[j] = dest
+            shapes, names = {}, {}
+            for s in expr.free_symbols:
+                if s.name.startswith("R"):
+                    names[s.name] = root_buf[root_pos[id(nodes[int(s.name[1:])])]]
+                    shapes[s] = "full"
+                else:
+                    k = int(s.name[1:])
+                    names[s.name] = leaf_name(k)
+                    shapes[s] = "scalar" if leaves[k].shape == () else (
+                        "full" if leaves[k].shape == m["shape"] else "other")
+            lines, n_t, n_b = fusion.emit(expr, shapes, dtype, alias)
+            fmt = dict(names)
+            fmt["OUT"] = dest
+            shape = (total,) if total is not None else r.shape
+            for k in range(n_t):
+                fmt[f"T{k}"] = self.global_temp(shape, dtype, k)
+            for k in range(n_b):
+                fmt[f"B{k}"] = self.global_temp(shape, "bool", k)
+            what = f"'{comment_text(r.name)}'" + (f" (and {len(m['params']) and 0 or ''}the same for "
+                                                   f"every parameter of group {flat_label})"
+                                                   if total is not None else "")
+            upd = ", ".join(f"'{comment_text(p.name)}'" for p in ps)
+            self.tail.append((f"# {what}: {r.op} · update" + (f" -> {upd} in place" if ps and not
+                                                             any(d[1] is r for d in deferred) else ""), r))
+            for ln in lines:
+                self.tail.append((ln.format(**fmt), r))
+        self.deferred.extend(deferred)
+
+    def _param_flat(self, p, m, slot_names, total):
+        k = m["leaves"].index(p) if p in m["leaves"] else None
+        if k is not None and k in slot_names:
+            return slot_names[k]
+        return self.namer(p)
+
+    def global_temp(self, shape, dtype, k) -> str:
+        key = (shape, dtype, k)
+        if key not in self.gtemps:
+            name = self.claim(f"_utmp{k}_{dtype}_{_tag(shape)}")
+            self.gtemps[key] = name
+            self.globals_.append(f"{name} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        return self.gtemps[key]
+
+    def value_of_late(self, n: Node) -> str:
+        """A placeholder resolved after buffer planning."""
+        return "{" + str(id(n)) + "}"
+
+    # -- module parts ----------------------------------------------------------------------------------
+    def _helper_source(self):
+        if not self.helpers:
+            return []
+        import inspect
+        from . import runtime
+        seen, src = set(), []
+        for h in self.helpers:
+            for obj in runtime.HELPERS[h]:
+                if id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                if callable(obj) and inspect.isfunction(obj):
+                    src.append(inspect.getsource(obj).rstrip())
+                else:
+                    src.append("_erf_scalar = np.frompyfunc(math.erf, 1, 1)")
+        return src
+
+    def _adopt_source(self, args, arg_ids):
+        views = {id(p): v for p, v in self.flat_params}
+        pairs = [(a, ident, views[id(a)]) for a, ident in zip(args, arg_ids) if id(a) in views]
+        out = ["def _adopt(values):",
+               '    """Copy parameters into the flat buffers; make values[name] their views."""']
+        for a, ident, v in pairs:
+            out.append(f"    if {a.name!r} in values:")
+            out.append(f"        np.copyto({v}, values[{a.name!r}])")
+            out.append(f"        values[{a.name!r}] = {v}")
+        out.append("    return None")
+        out += ["", "", f"def _foreign({', '.join(arg_ids)}):",
+                '    """Run on arrays that are not the adopted views: copy in, step, copy out."""']
+        for a, ident, v in pairs:
+            out.append(f"    np.copyto({v}, {ident})")
+        call = [views.get(id(a), ident) for a, ident in zip(args, arg_ids)]
+        out.append(f"    result = step({', '.join(call)})")
+        for a, ident, v in pairs:
+            out.append(f"    np.copyto({ident}, {v})")
+        out.append("    return result")
+        return out + ["", ""]
+
+    def _run_source(self):
+        return ["def run(**feeds):",
+                '    """Run the program with inputs (and optionally parameters) by graph name."""',
+                "    unknown = set(feeds) - set(ARGS)",
+                "    if unknown:",
+                "        raise TypeError(f'unknown feed(s) {sorted(unknown)}; expected {list(ARGS)}')",
+                "    args = []",
+                "    for name in ARGS:",
+                "        if name in feeds:",
+                "            args.append(feeds[name])",
+                "        elif name in PARAMS:",
+                "            args.append(PARAMS[name])",
+                "        else:",
+                "            raise TypeError(f'missing feed {name!r}')",
+                "    return step(*args)",
+                ""]
+
+
+class _Texts:
+    """Renders body statements after buffer planning (buffer names are known then)."""
+
+    def __init__(self, printer: FastPrinter, entries):
+        self.p = printer
+        self.entries = entries
+
+    def __iter__(self):
+        p = self.p
+        plan = p.plan
+        for st, n, kind in self.entries:
+            out = p.value_of(n)
+            if kind[0] == "ew":
+                expr, leaves = kind[1], kind[2]
+                if id(n) in p.outputs and id(n) not in plan.buffer:
+                    out = p.namer(n)
+                src = plan.aliased.get(id(n))
+                alias_node = next((l for l in leaves if id(l) == src), None) if src else None
+                lines = p.emit_group(n, out, alias_node)
+                yield [p.note(n, f" -> {out}" + _fused_note(p, n))] + lines
+            elif kind[0] == "matmul":
+                a, b = (p.value_of(i) for i in n.inputs)
+                yield [f"np.matmul({a}, {b}, out={out})  " + p.note(n)]
+            elif kind[0] == "reduce":
+                x = n.inputs[0]
+                from ..ops import shapes
+                axes = shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)
+                kd = ", keepdims=True" if n.attrs["keepdims"] else ""
+                yield [f"np.{n.op}({p.value_of(x)}, axis={axes}{kd}, out={out})  " + p.note(n)]
+            else:
+                code = get_op(n.op).numpy([p.value_of(i) for i in n.inputs], n.attrs, n)
+                for h in get_op(n.op).helpers:
+                    if h not in p.helpers:
+                        p.helpers.append(h)
+                ident = p.namer(n)
+                fixed = kind[1]
+                if fixed is not None:
+                    yield [f"np.copyto({fixed}, {code})  " + p.note(n)]
+                else:
+                    yield [f"{ident} = {code}  " + p.note(n)]
+
+
+def _fused_note(p: FastPrinter, n: Node) -> str:
+    fused = []
+    stack = [n]
+    while stack:
+        m = stack.pop()
+        for i in m.inputs:
+            s = p.source_of(i)
+            if id(s) in p.inline:
+                fused.append(s)
+                stack.append(s)
+    if not fused:
+        return ""
+    return " (fused: " + ", ".join(f"{comment_text(f.name)}={f.op}" for f in reversed(fused)) + ")"
+
+
+def _late(p: FastPrinter, text: str) -> str:
+    import re
+    return re.sub(r"\{(\d+)\}", lambda m: p.value_of(_node_by_id(p, int(m.group(1)))), text)
+
+
+def _node_by_id(p: FastPrinter, i: int) -> Node:
+    if not hasattr(p, "_by_id"):
+        p._by_id = {id(n): n for n in p.order}
+    return p._by_id[i]
+
+
+def _small_int_const(n: Node):
+    """The value of a constant whose elements all equal one small integer, else None."""
+    if n.op != "const" or n.value.size == 0 or n.value.size > 64 or n.value.dtype.kind not in "fiu":
+        return None
+    v = n.value.flat[0]
+    if not np.all(n.value == v) or v != int(v) or abs(v) > 16:
+        return None
+    return int(v)

@@ -1,0 +1,312 @@
+"""Element-wise fusion: a tree of element-wise nodes becomes one SymPy expression
+(substitution of each node's declared expression into the next), which is then
+printed as a short sequence of in-place ufunc calls writing into preallocated
+buffers (`np.multiply(a, b, out=buf)`).
+
+NumPy cannot fuse loops, so what fusion buys here is: no buffer per node, SymPy's
+canonical form (`d*c + d*c` -> `2*c*d`), and values reused instead of recomputed
+(`1 - tanh(z)**2` -> `1 - h**2` where the forward already computed `h = tanh(z)`).
+
+The expensive part (SymPy) depends only on a fused group's *structure*, so it is
+cached by a structural key; a depth-1024 network has a handful of distinct keys.
+Expressions are small (groups are capped at MAX_GROUP nodes) and walked with
+Python recursion over the *expression*, never over the graph.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy as sp
+
+from ..ops.elementwise import ExprPrinter
+
+MAX_GROUP = 24  # element-wise nodes fused into one expression, at most
+
+_UFUNC = {sp.exp: "np.exp", sp.log: "np.log", sp.tanh: "np.tanh", sp.Abs: "np.absolute",
+          sp.sign: "np.sign", sp.sin: "np.sin", sp.cos: "np.cos"}
+_CMP = {">": "np.greater", "<": "np.less", ">=": "np.greater_equal", "<=": "np.less_equal",
+        "==": "np.equal", "!=": "np.not_equal"}
+
+
+def leaf_symbol(k: int) -> sp.Symbol:
+    return sp.Symbol(f"L{k}", real=True)
+
+
+@functools.lru_cache(maxsize=None)
+def node_expr_template(op: str, attrs_key: tuple):
+    """(expression, argument symbols) of an element-wise op with its attributes bound."""
+    from ..ops.registry import get_op
+    spec = get_op(op).elementwise  # derived ops (relu_dx) are made on demand
+    return spec.concrete(dict(attrs_key)), tuple(spec.arg_symbols)
+
+
+def substitute(op: str, attrs_key: tuple, args: list) -> sp.Expr:
+    expr, syms = node_expr_template(op, attrs_key)
+    return expr.xreplace(dict(zip(syms, args)))
+
+
+class Emitter:
+    """Prints one expression as ufunc calls.
+
+    `shapes[k]` is the shape class of leaf `Lk` ("full": the output's shape,
+    "scalar", or another tuple); the result goes to `{OUT}`; `{T0}`... are
+    float temporaries of the output's shape and `{B0}`... boolean ones.
+    `{OUT}` may alias leaf `alias` (in-place): then only the last call writes it."""
+
+    def __init__(self, shapes: dict[sp.Symbol, object], dtype: str, alias: sp.Symbol | None):
+        self.shapes = shapes
+        self.dtype = dtype
+        self.alias = alias
+        self.lines: list[str] = []
+        self.free_t: list[int] = []
+        self.n_t = 0
+        self.free_b: list[int] = []
+        self.n_b = 0
+        self.scalar_printer = ExprPrinter(dtype)
+        self.exp_bound = "40.0" if dtype == "float32" else "300.0"
+
+    # -- shapes and registers ---------------------------------------------------------
+    def klass(self, e) -> str:
+        ks = {self.shapes[s] for s in e.free_symbols}
+        if not ks or ks == {"scalar"}:
+            return "scalar"
+        return "full" if "full" in ks else "other"
+
+    def temp(self) -> str:
+        if self.free_t:
+            return f"{{T{self.free_t.pop()}}}"
+        self.n_t += 1
+        return f"{{T{self.n_t - 1}}}"
+
+    def btemp(self) -> str:
+        if self.free_b:
+            return f"{{B{self.free_b.pop()}}}"
+        self.n_b += 1
+        return f"{{B{self.n_b - 1}}}"
+
+    def release(self, reg: str) -> None:
+        if reg.startswith("{T"):
+            self.free_t.append(int(reg[2:-1]))
+        elif reg.startswith("{B"):
+            self.free_b.append(int(reg[2:-1]))
+
+    # -- entry --------------------------------------------------------------------------
+    def emit(self, expr: sp.Expr) -> list[str]:
+        """Lines computing `expr` into {OUT} (which always has the output's full shape)."""
+        if self.klass(expr) != "full" or expr.is_Symbol:
+            self.lines.append(f"np.copyto({{OUT}}, {self.operand(expr, None)})")
+            return self.lines
+        self.value(expr, "{OUT}")
+        return self.lines
+
+    def operand(self, e, dest: str | None) -> str:
+        """A string naming e's value: a leaf, a literal, a scalar expression, or a register."""
+        if e.is_Symbol:
+            return "{" + e.name + "}"
+        if e.is_Number:
+            return _number(e)
+        if self.klass(e) == "scalar":
+            return "(" + self._scalar(e) + ")"
+        if self.klass(e) == "other":  # smaller than the output: plain (allocating) NumPy
+            return "(" + self._scalar(e) + ")"
+        reg = dest if dest is not None else self.temp()
+        self.value(e, reg)
+        return reg
+
+    def _scalar(self, e) -> str:
+        text = self.scalar_printer.doprint(e)
+        for s in e.free_symbols:
+            text = text.replace(s.name, "{" + s.name + "}")
+        return text
+
+    def _dest_ok(self, dest: str) -> bool:
+        """May an inner call write `dest` before the last call? Not if it aliases a leaf."""
+        return not (dest == "{OUT}" and self.alias is not None)
+
+    # -- one expression node into register `dest` -----------------------------------------
+    def value(self, e, dest: str) -> None:
+        inner = dest if self._dest_ok(dest) else None
+        if e.is_Add:
+            self._chain(e.args, dest, inner, "np.add", "np.subtract", _negated)
+        elif e.is_Mul:
+            coeff, rest = e.as_coeff_Mul()
+            if coeff == -1:
+                r = self.operand(rest, inner)
+                self.lines.append(f"np.negative({r}, out={dest})")
+                self.release_if(r, dest)
+                return
+            self._chain(e.args, dest, inner, "np.multiply", "np.divide", _inverted)
+        elif e.is_Pow:
+            self._pow(e, dest, inner)
+        elif isinstance(e, sp.Piecewise):
+            self._piecewise(e, dest, inner)
+        elif isinstance(e, (sp.Max, sp.Min)):
+            fn = "np.maximum" if isinstance(e, sp.Max) else "np.minimum"
+            args = list(e.args)
+            self._chain(args, dest, inner, fn, None, lambda a: None)
+        elif isinstance(e, sp.exp):
+            a = self.operand(e.args[0], inner)
+            if a.startswith("{T") or a == dest:
+                self.lines.append(f"np.minimum({a}, {self.exp_bound}, out={a})")
+            else:  # clamp as the plain printer does inside larger expressions
+                t = inner if inner is not None else self.temp()
+                self.lines.append(f"np.minimum({a}, {self.exp_bound}, out={t})")
+                a = t
+            self.lines.append(f"np.exp({a}, out={dest})")
+            self.release_if(a, dest)
+        elif isinstance(e, sp.log) and e.args[0].is_Add and sp.S.One in e.args[0].args:
+            a = self.operand(e.args[0] - 1, inner)
+            self.lines.append(f"np.log1p({a}, out={dest})")
+            self.release_if(a, dest)
+        elif e.func in _UFUNC:
+            a = self.operand(e.args[0], inner)
+            self.lines.append(f"{_UFUNC[e.func]}({a}, out={dest})")
+            self.release_if(a, dest)
+        elif isinstance(e, sp.Heaviside):
+            a = self.operand(e.args[0], inner)
+            self.lines.append(f"np.heaviside({a}, 0.5, out={dest})")
+            self.release_if(a, dest)
+        elif isinstance(e, sp.Rel):
+            self._compare(e, dest, inner)
+        else:  # anything else: the plain printer's NumPy, copied in
+            self.lines.append(f"np.copyto({dest}, {self._scalar(e)})")
+
+    def release_if(self, reg: str, dest: str) -> None:
+        if reg != dest:
+            self.release(reg)
+
+    def _chain(self, args, dest, inner, op, inv_op, split):
+        """a op b op c ...; terms that `split` recognises use the inverse op."""
+        scal = [a for a in args if self.klass(a) == "scalar"]
+        if len(scal) > 1 and inv_op is not None:  # one scalar operand for all scalar factors
+            combined = (sp.Add if op == "np.add" else sp.Mul)(*scal)
+            args = [a for a in args if self.klass(a) != "scalar"] + [combined]
+        terms = []
+        for a in args:
+            s = split(a) if inv_op else None
+            terms.append((True, s) if s is not None else (False, a))
+        # an array-valued direct term first: it can be computed straight into dest
+        terms.sort(key=lambda t: (t[0], self._rank(t[1])))
+        (inv0, first), rest = terms[0], terms[1:]
+        if inv0:  # every term inverted: 0 - a - b or 1 / a / b
+            acc = "0.0" if op == "np.add" else "1.0"
+            rest = terms
+        else:
+            acc = self.operand(first, inner)
+        if not rest:
+            self.lines.append(f"np.copyto({dest}, {acc})")
+            return
+        for k, (inv, t) in enumerate(rest):
+            last = k == len(rest) - 1
+            acc_reg = acc.startswith("{T") or acc == dest
+            if last or inner is not None:
+                target = dest
+            else:
+                target = acc if acc.startswith("{T") else self.temp()
+            # a term may use dest as scratch while the accumulator is not held there
+            b = self.operand(t, inner if (inner is not None and not acc_reg) else None)
+            self.lines.append(f"{inv_op if inv else op}({acc}, {b}, out={target})")
+            self.release_if(b, target)
+            if acc != target:
+                self.release_if(acc, dest)
+            acc = target
+
+    def _rank(self, e) -> int:
+        k = self.klass(e)
+        if e.is_Symbol or e.is_Number or k != "full":
+            return 1
+        return 0
+
+    def _pow(self, e, dest, inner):
+        base, ex = e.args
+        if ex == 2:
+            a = self.operand(base, inner)
+            self.lines.append(f"np.multiply({a}, {a}, out={dest})")
+            self.release_if(a, dest)
+        elif ex == sp.S.Half:
+            a = self.operand(base, inner)
+            self.lines.append(f"np.sqrt({a}, out={dest})")
+            self.release_if(a, dest)
+        elif ex == -1:
+            a = self.operand(base, inner)
+            self.lines.append(f"np.divide(1.0, {a}, out={dest})")
+            self.release_if(a, dest)
+        elif ex == -sp.S.Half:
+            a = self.operand(base, inner)
+            self.lines.append(f"np.sqrt({a}, out={dest})")
+            self.lines.append(f"np.divide(1.0, {dest}, out={dest})")
+            self.release_if(a, dest)
+        else:
+            a = self.operand(base, inner)
+            b = self.operand(ex, None)
+            self.lines.append(f"np.power({a}, {b}, out={dest})")
+            self.release_if(a, dest)
+            self.release(b)
+
+    def _compare(self, e, dest, inner):
+        op = _CMP[e.rel_op]
+        a = self.operand(e.lhs, None)
+        b = self.operand(e.rhs, None)
+        self.lines.append(f"{op}({a}, {b}, out={dest})")
+        self.release(a)
+        self.release(b)
+
+    def _piecewise(self, e, dest, inner):
+        (v, cond), *rest = e.args
+        if len(rest) == 1 and rest[0][1] == sp.true and rest[0][0] == 0 \
+                and isinstance(cond, sp.Rel):
+            # relu-like: max(x, 0) when the branch is the compared value
+            if cond.rel_op == ">" and cond.lhs == v and cond.rhs == 0 and v.is_Symbol:
+                self.lines.append(f"np.maximum({{{v.name}}}, 0.0, out={dest})")
+                return
+            if v == 1:  # a 0/1 mask
+                self._compare(cond, dest, inner)
+                return
+            # v * (cond): the mask in a boolean temporary
+            bt = self.btemp()
+            self._compare(cond, bt, None)
+            a = self.operand(v, inner)
+            self.lines.append(f"np.multiply({a}, {bt}, out={dest})")
+            self.release(bt)
+            self.release_if(a, dest)
+            return
+        self.lines.append(f"np.copyto({dest}, {self._scalar(e)})")
+
+
+def _negated(e):
+    if e.is_Mul:
+        c, rest = e.as_coeff_Mul()
+        if c.is_Number and c < 0:
+            return -e
+    if e.is_Number and e < 0:
+        return -e
+    return None
+
+
+def _inverted(e):
+    if e.is_Pow and e.args[1] == -1:
+        return e.args[0]
+    return None
+
+
+def _number(e) -> str:
+    if e.is_Integer:
+        return f"{int(e)}.0"
+    return repr(float(e))
+
+
+def emit(expr: sp.Expr, shapes: dict, dtype: str, alias: sp.Symbol | None):
+    """(lines, number of float temps, number of boolean temps) for `{OUT} = expr`."""
+    if alias is not None:
+        # writing {OUT} early is still safe when every read of the aliased leaf comes first
+        free = Emitter(shapes, dtype, None)
+        lines = free.emit(expr)
+        leaf = "{" + alias.name + "}"
+        last_read = max((k for k, ln in enumerate(lines) if leaf in ln), default=-1)
+        first_write = min((k for k, ln in enumerate(lines) if "out={OUT}" in ln), default=0)
+        if first_write >= last_read:
+            return lines, free.n_t, free.n_b
+    em = Emitter(shapes, dtype, alias)
+    lines = em.emit(expr)
+    return lines, em.n_t, em.n_b
