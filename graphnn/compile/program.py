@@ -151,11 +151,14 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bool = True,
-            updates: dict | None = None, inputs: Sequence[Node] = (), name: str | None = None):
+            updates: dict | None = None, inputs: Sequence[Node] = (), name: str | None = None,
+            fast: bool | None = None):
     """Compile output nodes (and optional in-place parameter updates) into a Program.
 
     `inputs` lists extra nodes to feed instead of computing (cut points), e.g. to
-    evaluate a gradient with an intermediate value overridden."""
+    evaluate a gradient with an intermediate value overridden. `fast` picks the
+    buffer-reusing, fused, flat-parameter program of `compile/fast.py`; by default
+    it is used for training steps (when `updates` are given)."""
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)
     if not outs and not updates:
@@ -185,6 +188,11 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
         raise GraphError(f"backend {backend!r} is not implemented yet in this version "
                          "(the GPU targets are planned work); use backend='numpy'")
     from .numpy_backend import NumPyPrinter as P
+    if fast is None:
+        fast = bool(ups) and optimize
+    if fast:
+        from .fast import FastPrinter as P
+        key = content_hash(fn, backend + "-fast", name or "")
     hit = _CACHE.get(key)
     if hit is None:
         printer = P(fn, name or graph.name)
@@ -199,6 +207,8 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
     source, code, filename, line_nodes = hit
     namespace = {"__name__": f"graphnn_program_{key[:12]}", "__file__": filename}
     exec(code, namespace)  # noqa: S102 - our own generated source
+    if "_adopt" in namespace:  # fast training steps keep parameters in flat buffers
+        namespace["_adopt"](graph.values)
     # line_nodes refer to the nodes of the Function printed first; map by position
     return Program(graph, fn, source, namespace, _remap(line_nodes, fn), single, backend,
                    passes, key)
