@@ -38,13 +38,16 @@ def test_training_history_dict_and_object(tmp_path):
     ax = fig.axes[0]
     labels = [l.get_label() for l in ax.get_lines()]
     assert "train" in labels and "validation" in labels
-    assert any("epoch 2" in l for l in labels)  # lowest validation loss
+    assert "early stopping point: best epoch 2" in labels  # lowest validation loss
 
-    class History:
-        history = {"train_loss": [3, 2, 1], "val_loss": [3, 2.5, 2.6]}
-        best_epoch = 1
-    fig2 = plots.training_history(History())
-    assert any("epoch 1" in l.get_label() for l in fig2.axes[0].get_lines())
+    from graphnn.nn.train import History
+    h = History(epochs=[1, 2, 3, 4], loss=[3, 2, 1, 0.5], val_loss=[3, 2.5, 2.6, 2.7], best_epoch=2,
+                stopped_epoch=4)
+    fig2 = plots.training_history(h)
+    labels2 = [l.get_label() for l in fig2.axes[0].get_lines()]
+    assert "early stopping point: best epoch 2" in labels2 and "stopped at epoch 4" in labels2
+    best = next(l for l in fig2.axes[0].get_lines() if l.get_label().startswith("early"))
+    assert list(best.get_xdata()) == [2] and list(best.get_ydata()) == [2.5]
     _png(fig, tmp_path, "hist.png")
     with pytest.raises(gn.GraphError, match="train loss"):
         plots.training_history({"acc": [1, 2]})

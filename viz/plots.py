@@ -71,51 +71,61 @@ def activation_gallery(names: Sequence[str] = ACTIVATIONS, x_range=(-4.0, 4.0), 
 
 @dataclass
 class _History:
+    epochs: list
     train: list
     val: list | None
-    stop: int | None
+    best: int | None
+    stopped: int | None
 
 
 _TRAIN_KEYS = ("loss", "train_loss", "train")
 _VAL_KEYS = ("val_loss", "validation_loss", "val")
-_STOP_KEYS = ("best_epoch", "stopped_epoch", "early_stopping_epoch", "stop_epoch")
 
 
 def _history(h) -> _History:
     if isinstance(h, Mapping):
         d = dict(h)
+    elif hasattr(h, "to_dict"):
+        d = dict(h.to_dict())
     elif hasattr(h, "history") and isinstance(h.history, Mapping):
         d = dict(h.history)
-        d.update({k: getattr(h, k) for k in _STOP_KEYS if getattr(h, k, None) is not None})
-        d.update({k: getattr(h, k) for k in _TRAIN_KEYS + _VAL_KEYS
-                  if k not in d and isinstance(getattr(h, k, None), (list, tuple, np.ndarray))})
+        d.update({k: getattr(h, k) for k in ("best_epoch", "stopped_epoch", "epochs")
+                  if getattr(h, k, None) is not None})
     else:
-        d = {k: getattr(h, k) for k in _TRAIN_KEYS + _VAL_KEYS + _STOP_KEYS if hasattr(h, k)}
+        d = {k: getattr(h, k) for k in _TRAIN_KEYS + _VAL_KEYS + ("best_epoch", "stopped_epoch", "epochs")
+             if hasattr(h, k)}
     train = next((list(d[k]) for k in _TRAIN_KEYS if d.get(k) is not None), None)
     if train is None:
         raise GraphError(f"training history: no train loss among keys {sorted(d)}; expected one of "
                          f"{_TRAIN_KEYS}")
     val = next((list(d[k]) for k in _VAL_KEYS if d.get(k) is not None and len(d[k])), None)
-    stop = next((d[k] for k in _STOP_KEYS if d.get(k) is not None), None)
-    return _History(train, val, None if stop is None else int(stop))
+    epochs = list(d["epochs"]) if d.get("epochs") else list(range(len(train)))
+    if len(epochs) != len(train):
+        raise GraphError(f"training history: {len(epochs)} epochs but {len(train)} losses")
+    best, stopped = d.get("best_epoch"), d.get("stopped_epoch")
+    return _History(epochs, train, val, None if best is None else int(best),
+                    None if stopped is None else int(stopped))
 
 
 def training_history(history, log: bool = False) -> Figure:
-    """Train (and validation) loss per epoch; the early-stopping point is marked.
+    """Train (and validation) loss per epoch, with the early-stopping point marked.
 
-    Accepts a Trainer History (`.history` dict or attributes) or a plain dict with
-    `loss`/`train_loss`, `val_loss`, and optionally `best_epoch`/`stopped_epoch`
-    (0-based). Without one, the epoch of the lowest validation loss is marked."""
+    Accepts graphnn's Trainer History (epochs, loss, val_loss, best_epoch, stopped_epoch)
+    or a plain dict with `loss`/`train_loss`, `val_loss` and optionally `epochs`,
+    `best_epoch`, `stopped_epoch` (in the same numbering as `epochs`, default 0, 1, ...).
+    Without best_epoch, the epoch of the lowest validation loss is marked."""
     h = _history(history)
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(range(len(h.train)), h.train, label="train", color="#2c5aa0")
+    ax.plot(h.epochs, h.train, label="train", color="#2c5aa0")
     if h.val is not None:
-        ax.plot(range(len(h.val)), h.val, label="validation", color="#e69f00")
-        stop = h.stop if h.stop is not None else int(np.argmin(h.val))
-        ax.axvline(stop, color="#c0392b", ls="--", lw=1)
-        ax.plot([stop], [h.val[min(stop, len(h.val) - 1)]], "o", color="#c0392b",
-                label=f"early stopping point (epoch {stop})")
+        ax.plot(h.epochs[:len(h.val)], h.val, label="validation", color="#e69f00")
+        best = h.best if h.best is not None else h.epochs[int(np.argmin(h.val))]
+        if best in h.epochs[:len(h.val)]:
+            ax.plot([best], [h.val[h.epochs.index(best)]], "o", color="#c0392b",
+                    label=f"early stopping point: best epoch {best}")
+    if h.stopped is not None:
+        ax.axvline(h.stopped, color="#c0392b", ls="--", lw=1, label=f"stopped at epoch {h.stopped}")
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
