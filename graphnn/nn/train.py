@@ -522,10 +522,14 @@ class Trainer:
         bar = tqdm(range(self.epoch, epochs), initial=self.epoch, total=epochs, unit="epoch",
                    desc=f"train {self.graph.name}", leave=False,
                    disable=not verbose or not sys.stderr.isatty())
+        # a NaN/inf is caught by the guard below, with a clearer message than NumPy's warnings
+        quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore") if nan_guard \
+            else np.errstate()
         try:
+            quiet.__enter__()
             for e in bar:
                 epoch_no = e + 1
-                if opt.schedule is not None and not per_step_lr:
+                if opt.schedule is not None:  # (a per-step schedule: its first step's lr)
                     self._set_lr(opt.lr_at(e, self.global_step))
                 lr_used = opt.get_lr()
                 order = self._rng.permutation(n) if shuffle else None
@@ -592,6 +596,7 @@ class Trainer:
                                 values[p][...] = arr
                         break
         finally:
+            quiet.__exit__(None, None, None)
             bar.close()
         return self.history
 
@@ -621,16 +626,20 @@ class Trainer:
         path = os.fspath(path)
         opt = self.optimizer
         arrays: list[tuple[str, str, np.ndarray]] = []
+        values = self.graph.values
+        # (saved in the declared shape: compiled programs may hold params as flat-buffer views)
         for p in self.params:
-            arrays.append(("param", p.name, self.graph.values[p.name]))
-        for name in opt.state:
-            arrays.append(("state", name[len(opt.prefix) + 1:], self.graph.values[name]))
+            arrays.append(("param", p.name, np.reshape(values[p.name], p.shape)))
+        for name, node in opt.state.items():
+            arrays.append(("state", name[len(opt.prefix) + 1:],
+                           np.reshape(values[name], node.shape)))
         es = self.early_stopping
         es_state = None
         if es is not None:
             es_state = es.state_dict()
+            shapes = {p.name: p.shape for p in self.params}
             for name, arr in es.best_params.items():
-                arrays.append(("best", name, arr))
+                arrays.append(("best", name, np.reshape(arr, shapes[name])))
         meta = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "graph": self.graph.name, "epoch": self.epoch, "global_step": self.global_step,
@@ -649,7 +658,7 @@ class Trainer:
                     zf.writestr("meta.json", json.dumps(meta, indent=1))
                     for i, (_, _, arr) in enumerate(arrays):
                         with zf.open(f"a{i}.npy", "w") as f:
-                            np.lib.format.write_array(f, np.ascontiguousarray(arr),
+                            np.lib.format.write_array(f, np.array(arr, order="C"),
                                                       allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
