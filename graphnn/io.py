@@ -40,7 +40,7 @@ import os
 import re
 import tempfile
 import zipfile
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
