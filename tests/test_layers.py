@@ -13,7 +13,7 @@ from torch.func import functional_call
 import graphnn as gn
 from graphnn.nn import layers as L
 
-torch.set_default_dtype(torch.float64)
+F64 = {"dtype": torch.float64}  # torch modules in float64 (no global default changed)
 
 
 # -- harness --------------------------------------------------------------------------------
@@ -43,6 +43,7 @@ def compare(layer, shape, X, torch_fn, rng, feed_shape=None, randomize_params=Tr
     tx = torch.tensor(X, requires_grad=True)
     tp = {p.name: torch.tensor(g.values[p.name], requires_grad=True) for p in layer.params}
     ty = torch_fn(tx, tp)
+    assert ty.dtype == torch.float64
     tl = F.mse_loss(ty, torch.tensor(T))
     tl.backward()
     np.testing.assert_allclose(y_v, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
@@ -60,7 +61,7 @@ def compare(layer, shape, X, torch_fn, rng, feed_shape=None, randomize_params=Tr
 def test_linear_matches_torch_linear_on_3d_input(rng):
     layer = gn.nn.Linear(4)
     g, y = compare(layer, (None, 5, 3), rng.normal(size=(2, 5, 3)),
-                   lambda tx, P: functional_call(torch.nn.Linear(3, 4), {
+                   lambda tx, P: functional_call(torch.nn.Linear(3, 4, **F64), {
                        "weight": P["fc1/W"].T, "bias": P["fc1/b"]}, (tx,)), rng)
     assert y.shape == (None, 5, 4)
     assert [p.name for p in layer.params] == ["fc1/W", "fc1/b"]
@@ -119,7 +120,7 @@ def test_mlp_prelu_matches_torch_prelu_per_unit(rng):
     assert layer.layers[0].activation == "prelu"
 
     def ref(tx, P):
-        h = functional_call(torch.nn.PReLU(4), {"weight": P["mlp/fc1/act_a"]},
+        h = functional_call(torch.nn.PReLU(4, **F64), {"weight": P["mlp/fc1/act_a"]},
                             (tx @ P["mlp/fc1/W"] + P["mlp/fc1/b"],))
         return h @ P["mlp/fc2/W"] + P["mlp/fc2/b"]
 
@@ -173,7 +174,7 @@ def test_glu_matches_torch_glu(rng):
 
 def test_kan_matches_hand_formula(rng):
     layer = gn.nn.KAN(2, grid_size=5, grid_range=(-1.5, 1.5))
-    centers = torch.linspace(-1.5, 1.5, 5)
+    centers = torch.linspace(-1.5, 1.5, 5, **F64)
     width = 3.0 / 4
 
     def ref(tx, P):
@@ -210,7 +211,7 @@ def test_conv1d_matches_torch_with_stride_and_padding(rng):
 
 def test_conv2d_matches_torch_with_pairs(rng):
     layer = gn.nn.Conv2d(3, (3, 2), stride=(2, 1), padding=(1, 2))
-    module = torch.nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2))
+    module = torch.nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), **F64)
     g, y = compare(layer, (None, 2, 6, 5), rng.normal(size=(2, 2, 6, 5)),
                    lambda tx, P: functional_call(module, {"weight": P["conv1/W"],
                                                           "bias": P["conv1/b"]}, (tx,)), rng)
@@ -259,7 +260,7 @@ def test_self_attention_is_the_lecture_formula(rng):
 @pytest.mark.parametrize("causal", [False, True])
 def test_multi_head_attention_matches_torch(causal, rng):
     layer = gn.nn.MultiHeadAttention(6, heads=3, causal=causal)
-    module = torch.nn.MultiheadAttention(6, 3, batch_first=True)
+    module = torch.nn.MultiheadAttention(6, 3, batch_first=True, **F64)
     mask = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1) if causal else None
 
     def ref(tx, P):
@@ -287,7 +288,7 @@ def test_multi_head_attention_matches_torch(causal, rng):
 
 def test_layer_norm_matches_torch(rng):
     layer = gn.nn.LayerNorm()
-    module = torch.nn.LayerNorm(5)
+    module = torch.nn.LayerNorm(5, **F64)
     compare(layer, (None, 3, 5), rng.normal(size=(2, 3, 5)),
             lambda tx, P: functional_call(module, {"weight": P["ln1/gamma"],
                                                    "bias": P["ln1/beta"]}, (tx,)), rng)
@@ -305,7 +306,7 @@ def test_layer_norm_without_affine_has_no_params(rng):
                                         ((4, 3, 3, 2), torch.nn.BatchNorm2d)])
 def test_batch_norm_matches_torch_training_mode(shape, cls, rng):
     layer = gn.nn.BatchNorm()
-    module = cls(3).train()
+    module = cls(3, **F64).train()
 
     def ref(tx, P):
         return functional_call(module, {"weight": P["bn1/gamma"].reshape(3),
@@ -622,3 +623,62 @@ def test_mlp_hidden_layers_use_he_and_last_layer_xavier():
     g2 = gn.Graph("t", seed=5)
     gn.nn.MLP([300, 100], activation="tanh")(g2.input("x", (None, 500)))
     assert g2.values["mlp/fc1/W"].var() == pytest.approx(2.0 / 800, rel=0.03)
+
+
+# -- the three ways to differentiate agree through layers ----------------------------------------
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: gn.nn.MultiHeadAttention(4, 2, causal=True), (2, 3, 4)),
+    (lambda: gn.nn.Conv2d(2, 2, stride=2, padding=1), (2, 2, 4, 4)),
+    (lambda: gn.nn.BatchNorm(), (3, 2, 2, 2)),
+    (lambda: gn.nn.KAN(2, grid_size=3), (3, 2)),
+    (lambda: gn.nn.LayerNorm(), (3, 4)),
+    (lambda: gn.nn.MLP([3, 2], activation="trainable_swish"), (3, 2)),
+])
+def test_forward_mode_and_finite_differences_agree_with_reverse(make, shape, rng):
+    g = gn.Graph("t")
+    x = g.input("x", shape)
+    layer = make()
+    y = layer(x)
+    randomize(g, layer, rng)
+    loss = gn.mean(gn.tanh(y))
+    wrt = [x] + layer.params
+    rev = gn.grad(loss, wrt)
+    fwd = gn.grad(loss, wrt, mode="forward")
+    X = rng.normal(size=shape)
+    prog = gn.compile([loss] + rev + fwd)
+    _, *vals = prog(x=X)
+    for a, b in zip(vals[:len(wrt)], vals[len(wrt):]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    # central differences on a few entries of x and of the first parameter
+    f = gn.compile(loss)
+    P = layer.params[0].name
+    for which, base in (("x", X), (P, g.values[P])):
+        for flat in rng.choice(base.size, size=min(3, base.size), replace=False):
+            idx = np.unravel_index(flat, base.shape)
+            h = 1e-6
+            hi, lo = base.copy(), base.copy()
+            hi[idx] += h
+            lo[idx] -= h
+            feeds = (lambda v: {"x": v}) if which == "x" else (lambda v: {"x": X, P: v})
+            fd = (f(**feeds(hi)) - f(**feeds(lo))) / (2 * h)
+            got = vals[0][idx] if which == "x" else vals[1][idx]
+            assert got == pytest.approx(fd, rel=1e-5, abs=1e-8), (which, idx)
+
+
+def test_user_defined_layer_and_a_long_chain_of_default_names():
+    class Scale(gn.nn.Layer):
+        kind = "scale"
+
+        def forward(self, x):
+            return x * self.param("s", (x.shape[-1],), fill=2.0)
+
+    g = gn.Graph("t")
+    x = g.input("x", (None, 2))
+    h = x
+    for _ in range(60):
+        h = gn.nn.Linear(2, init="zeros")(h)
+    y = Scale()(h + x)
+    assert y.scope == "scale1" and g.values["scale1/s"].tolist() == [2.0, 2.0]
+    assert h.scope == "fc60"
+    np.testing.assert_allclose(gn.compile(y)(x=np.ones((1, 2))), [[2.0, 2.0]])

@@ -45,6 +45,8 @@ RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "trainable_
 
 #: scope paths claimed by layers, per graph
 _CLAIMED: "weakref.WeakKeyDictionary[Graph, set[str]]" = weakref.WeakKeyDictionary()
+#: scope paths (and their prefixes) in use by any node, per graph: [nodes scanned, paths]
+_IN_USE: "weakref.WeakKeyDictionary[Graph, list]" = weakref.WeakKeyDictionary()
 #: generators of the layers being built, innermost last (children inherit their parent's)
 _RNGS: list[np.random.Generator] = []
 
@@ -101,6 +103,19 @@ def _pair(v, what: str, minimum: int) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
+def _scopes_in_use(g: Graph) -> set[str]:
+    """Every scope path (and prefix) of the graph's nodes, kept up to date incrementally,
+    so scopes set by hand (`with g.scope("fc1")`) are never taken by a layer's default name."""
+    state = _IN_USE.setdefault(g, [0, set()])
+    nodes = g.nodes
+    for n in nodes[state[0]:]:
+        if n.scope:
+            parts = n.scope.split("/")
+            state[1].update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+    state[0] = len(nodes)
+    return state[1]
+
+
 # -- the base class ------------------------------------------------------------------------------
 
 class Layer:
@@ -124,6 +139,7 @@ class Layer:
         self.params: list[Node] = []
         self._own: dict[str, Node] = {}
         self._rng: np.random.Generator | None = None
+        self._graph_building: Graph | None = None
 
     def __repr__(self) -> str:
         where = f" scope={self.scope!r}" if self.scope else ""
@@ -177,15 +193,12 @@ class Layer:
                 raise GraphError(f"{type(self).__name__}: scope {path!r} is already used by "
                                  f"another layer in graph {g.name!r}; give a different name")
         else:
-            used = set(claimed)
-            for n in g.nodes:  # scopes set by hand (`with g.scope(...)`) count as used
-                parts = n.scope.split("/") if n.scope else []
-                used.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+            used = _scopes_in_use(g)
             k = 1
             while True:
                 local = self.kind if (k == 1 and not self.numbered) else f"{self.kind}{k}"
                 path = prefix + local
-                if path not in used:
+                if path not in used and path not in claimed:
                     break
                 k += 1
         claimed.add(path)
@@ -197,8 +210,11 @@ class Layer:
         return self._graph_building.dtype
 
     def param(self, local: str, shape: tuple, init: str | None = None,
-              fill: float | None = None) -> Node:
-        """The parameter `<scope>/<local>`: created on the first call, reused after."""
+              fill: float | None = None, draw_shape: tuple | None = None) -> Node:
+        """The parameter `<scope>/<local>`: created on the first call, reused after.
+
+        Values: `fill` (a constant), else initializer `init` (default xavier_normal)
+        drawn with the fans of `draw_shape` (default `shape`) and reshaped."""
         shape = tuple(int(d) for d in shape)
         node = self._own.get(local)
         if node is not None:
@@ -210,7 +226,8 @@ class Layer:
         if fill is not None:
             arr = np.full(shape, fill, dtype=np.float64)
         else:
-            arr = initialize(init or "xavier_normal", shape, self._rng)
+            arr = initialize(init or "xavier_normal", draw_shape or shape, self._rng)
+            arr = arr.reshape(shape)
         node = g.param(f"{self.scope}/{local}", value=arr.astype(g.dtype), dtype=g.dtype)
         self._own[local] = node
         return node
@@ -404,13 +421,8 @@ class KAN(Layer):
         n_in = self._features(x, -1, "in_features")
         K, n_out = self.grid_size, self.out_features
         W = self.param("W", (n_in, n_out), self.init or "xavier_normal")
-        if "alpha" not in self._own:  # alpha drawn as an (in*K, out) matrix, stored (in, K, out)
-            init = self.init or "xavier_normal"
-            arr = initialize(init, (n_in * K, n_out), self._rng).reshape(n_in, K, n_out)
-            g = self._graph_building
-            self._own["alpha"] = g.param(f"{self.scope}/alpha", value=arr.astype(g.dtype),
-                                         dtype=g.dtype)
-        alpha = self._own["alpha"]
+        alpha = self.param("alpha", (n_in, K, n_out), self.init or "xavier_normal",
+                           draw_shape=(n_in * K, n_out))  # drawn as the matrix it acts as
         psi = api.reshape(self.basis(x), x.shape[:-1] + (n_in * K,))
         return api.silu(x) @ W + psi @ api.reshape(alpha, (n_in * K, n_out))
 
@@ -497,7 +509,16 @@ def _swap_last(x: Node) -> Node:
     return api.transpose(x, tuple(axes))
 
 
-class SelfAttention(Layer):
+class _Attention(Layer):
+    def _proj(self, x: Node, local: str, n_in: int, n_out: int) -> Node:
+        """x @ W<local> (+ b<local>)."""
+        y = x @ self.param(f"W{local}", (n_in, n_out), self.init or "xavier_normal")
+        if self.bias:
+            y = y + self.param(f"b{local}", (n_out,), fill=0.0)
+        return y
+
+
+class SelfAttention(_Attention):
     """softmax(Q K^T / sqrt(d_k) [+ causal mask]) V with (Q, K, V) = (X W_Q, X W_K, X W_V)
     (lecture 002) on x (N, T, d_in); output (N, T, d_model). `.attention` is the
     softmax node of the last call (N, T, T)."""
@@ -515,12 +536,6 @@ class SelfAttention(Layer):
         self.in_features = None
         self.attention: Node | None = None
 
-    def _proj(self, x, local, n_in, n_out):
-        y = x @ self.param(f"W{local}", (n_in, n_out), self.init or "xavier_normal")
-        if self.bias:
-            y = y + self.param(f"b{local}", (n_out,), fill=0.0)
-        return y
-
     def forward(self, x: Node) -> Node:
         self._ndim(x, (3,), "(N, T, d)")
         d = self._features(x, -1, "in_features")
@@ -534,7 +549,7 @@ class SelfAttention(Layer):
         return self.attention @ v
 
 
-class MultiHeadAttention(Layer):
+class MultiHeadAttention(_Attention):
     """Linear(Concat(SA_1, ..., SA_h)) (lecture 002), as torch.nn.MultiheadAttention
     (batch_first=True, self-attention): Q, K, V = x W_q + b_q, ...; each of `heads` heads
     attends on its d_model/heads slice; the concatenation goes through W_o + b_o.
@@ -554,12 +569,6 @@ class MultiHeadAttention(Layer):
         self.bias = bool(bias)
         self.in_features = None
         self.attention: Node | None = None
-
-    def _proj(self, x, local, n_in, n_out):
-        y = x @ self.param(f"W{local}", (n_in, n_out), self.init or "xavier_normal")
-        if self.bias:
-            y = y + self.param(f"b{local}", (n_out,), fill=0.0)
-        return y
 
     def forward(self, x: Node) -> Node:
         self._ndim(x, (3,), "(N, T, d)")
