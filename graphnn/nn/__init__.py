@@ -9,7 +9,8 @@ import importlib
 
 _HOME = {
     "layers": ("Linear", "MLP", "Conv1d", "Conv2d", "SelfAttention", "MultiHeadAttention",
-               "Residual", "LayerNorm", "BatchNorm", "GLU", "KAN", "Sequential", "Layer"),
+               "Residual", "LayerNorm", "BatchNorm", "GLU", "KAN", "Sequential", "Layer",
+               "Activation"),
     "regularization": ("L1", "L2", "ElasticNet"),
     "losses": ("mse", "bce_with_logits", "softmax_cross_entropy", "cross_entropy"),
     "init": ("initialize", "INITIALIZERS"),
