@@ -560,3 +560,24 @@ def test_lazy_exports():
     assert gn.Trainer is Trainer and gn.EarlyStopping is EarlyStopping
     assert gn.optim is optim and gn.nn.L2 is gn.nn.regularization.L2
     assert gn.nn.schedules is schedules
+
+
+def test_spiral_with_integer_labels_and_softmax_cross_entropy():
+    """Three interleaved spirals (NumPy), integer labels (N,), multi-class accuracy node."""
+    rng = np.random.default_rng(1)
+    n, k = 60, 3
+    r = np.linspace(0.1, 1, n)
+    X = np.concatenate([np.stack([r * np.sin(4 * r + 2.1 * c), r * np.cos(4 * r + 2.1 * c)], 1)
+                        for c in range(k)]) + rng.normal(0, 0.02, (n * k, 2))
+    L = np.repeat(np.arange(k), n)
+    g = gn.Graph("spiral", seed=0)
+    x, lab = g.input("x", (None, 2)), g.input("label", (None,), dtype="int64")
+    h = gn.tanh(x @ g.param("W0", (2, 32), init="xavier_normal") + g.param("b0", value=np.zeros(32)))
+    logits = h @ g.param("W1", (32, k), init="xavier_normal") + g.param("b1", value=np.zeros(k))
+    tr = Trainer(gn.softmax_cross_entropy(logits, lab), optimizer=optim.Adam(lr=0.03))
+    hist = tr.fit({"x": X, "label": L}, epochs=150, batch_size=30, seed=0, verbose=False,
+                  metrics={"acc": accuracy(logits, lab)})
+    assert hist.metrics["acc"][-1] > 0.95
+    assert np.mean(tr.predict(logits, {"x": X}).argmax(1) == L) > 0.95
+    with pytest.raises(DataError, match="int64 values, got float64"):
+        tr.fit({"x": X, "label": L.astype(float)}, epochs=151, verbose=False)
