@@ -204,7 +204,7 @@ def test_x_minus_x_becomes_zeros_and_shapes_stay():
     prog = gn.compile(y * 2.0 + x)
     e = _pass(prog, "algebraic_identities")[0]
     assert (e["nodes_before"], e["nodes_after"]) == (6, 6)  # tanh, sub -> zeros_like (batch shape)
-    assert "np.zeros_like(tanh_1)" in prog.source and " - " not in prog.source.split("def step")[1]
+    assert "np.zeros_like(tanh_1)" in prog.source and "# sub" not in prog.source
     xv = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(prog(x=xv), xv)
     f = g.input("f", (2, 3))
