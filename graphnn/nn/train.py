@@ -577,8 +577,11 @@ class Trainer:
                         h.val_metrics[name].append(v)
                     for name, f in mfns.items():
                         h.val_metrics[name].append(float(f(self, val)))
-                monitor_name = "val_loss" if val is not None else "loss"
-                h.best_epoch = h.epochs[int(np.argmin(h.series(monitor_name)))]
+                # best epoch: lowest (validation) loss so far, the first of equals
+                series = h.val_loss if val is not None else h.loss
+                pos = None if h.best_epoch is None else len(series) - 1 - (epoch_no - h.best_epoch)
+                if pos is None or pos < 0 or not series[-1] >= series[pos]:
+                    h.best_epoch = epoch_no
                 post = {"loss": f"{h.loss[-1]:.4g}"}
                 if val is not None:
                     post["val_loss"] = f"{h.val_loss[-1]:.4g}"
