@@ -581,3 +581,20 @@ def test_spiral_with_integer_labels_and_softmax_cross_entropy():
     assert np.mean(tr.predict(logits, {"x": X}).argmax(1) == L) > 0.95
     with pytest.raises(DataError, match="int64 values, got float64"):
         tr.fit({"x": X, "label": L.astype(float)}, epochs=151, verbose=False)
+
+
+def test_metrics_do_not_change_training_and_programs_can_alternate(rng):
+    """A fit with metric nodes compiles a second step program; switching between the two
+    (and back) trains exactly as one program does."""
+    X, Y = regression_data(rng)
+    results = []
+    for with_metrics in (False, True):
+        g, out, loss = mlp(seed=4)
+        tr = Trainer(loss, optimizer=optim.Adam(lr=0.01))
+        mae = gn.mean(gn.abs(out - g["y"]))
+        if with_metrics:
+            tr.fit({"x": X, "y": Y}, epochs=2, batch_size=5, metrics={"mae": mae}, verbose=False)
+        tr.fit({"x": X, "y": Y}, epochs=4, batch_size=5, verbose=False)
+        results.append(snapshot(tr))
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)

@@ -525,82 +525,81 @@ class Trainer:
         # a NaN/inf is caught by the guard below, with a clearer message than NumPy's warnings
         quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore") if nan_guard \
             else np.errstate()
-        try:
-            quiet.__enter__()
-            for e in bar:
-                epoch_no = e + 1
-                if opt.schedule is not None:  # (a per-step schedule: its first step's lr)
-                    self._set_lr(opt.lr_at(e, self.global_step))
-                lr_used = opt.get_lr()
-                order = self._rng.permutation(n) if shuffle else None
-                sums = np.zeros(n_out)
-                seen = 0
-                for b in range(steps_per_epoch):
-                    lo = b * batch_size
-                    idx = order[lo:lo + batch_size] if shuffle else slice(lo, lo + batch_size)
-                    batch = {k: v[idx] for k, v in train.items()}
-                    m = len(next(iter(batch.values())))
-                    if per_step_lr:
+        with quiet:
+            try:
+                for e in bar:
+                    epoch_no = e + 1
+                    if opt.schedule is not None:  # (a per-step schedule: its first step's lr)
                         self._set_lr(opt.lr_at(e, self.global_step))
-                    if backups is not None:
-                        for dst, src in zip(backups[self.global_step % 2], tracked):
-                            np.copyto(dst, src)
-                    res = prog.fn(*self._args(plan, batch))
-                    value = float(res[0])
-                    if not math.isfinite(value):
-                        self._diverged(backups, tracked, fit_start, epoch_no, b + 1, value,
-                                       "loss became " + ("NaN" if value != value else "infinite"))
-                    for j in range(n_out):
-                        sums[j] += float(res[j]) * m
-                    seen += m
-                    self.global_step += 1
-                if backups is not None and not all(np.isfinite(values[p]).all() for p in param_names):
-                    # the epoch's last update made a parameter non-finite: undo it
-                    self.global_step -= 1
-                    bad = [p for p in param_names if not np.isfinite(values[p]).all()]
-                    self._diverged(backups, tracked, fit_start, epoch_no, steps_per_epoch,
-                                   float("nan"),
-                                   f"parameter(s) {bad} became non-finite", undo_last=True)
-                self.epoch = epoch_no
-                h = self.history
-                h.epochs.append(epoch_no)
-                h.lr.append(lr_used)
-                h.loss.append(float(sums[0] / seen))
-                for j, name in enumerate(mnodes, start=1):
-                    h.metrics[name].append(float(sums[j] / seen))
-                for name, f in mfns.items():
-                    h.metrics[name].append(float(f(self, train)))
-                if val is not None:
-                    vl, vm = self._evaluate(val, n_val, mnodes, max(batch_size, 4096))
-                    h.val_loss.append(vl)
-                    for name, v in vm.items():
-                        h.val_metrics[name].append(v)
+                    lr_used = opt.get_lr()
+                    order = self._rng.permutation(n) if shuffle else None
+                    sums = np.zeros(n_out)
+                    seen = 0
+                    for b in range(steps_per_epoch):
+                        lo = b * batch_size
+                        idx = order[lo:lo + batch_size] if shuffle else slice(lo, lo + batch_size)
+                        batch = {k: v[idx] for k, v in train.items()}
+                        m = len(next(iter(batch.values())))
+                        if per_step_lr:
+                            self._set_lr(opt.lr_at(e, self.global_step))
+                        if backups is not None:
+                            for dst, src in zip(backups[self.global_step % 2], tracked):
+                                np.copyto(dst, src)
+                        res = prog.fn(*self._args(plan, batch))
+                        value = float(res[0])
+                        if not math.isfinite(value):
+                            self._diverged(backups, tracked, fit_start, epoch_no, b + 1, value,
+                                           "loss became " + ("NaN" if value != value else "infinite"))
+                        for j in range(n_out):
+                            sums[j] += float(res[j]) * m
+                        seen += m
+                        self.global_step += 1
+                    if backups is not None and not all(np.isfinite(values[p]).all() for p in param_names):
+                        # the epoch's last update made a parameter non-finite: undo it
+                        self.global_step -= 1
+                        bad = [p for p in param_names if not np.isfinite(values[p]).all()]
+                        self._diverged(backups, tracked, fit_start, epoch_no, steps_per_epoch,
+                                       float("nan"),
+                                       f"parameter(s) {bad} became non-finite", undo_last=True)
+                    self.epoch = epoch_no
+                    h = self.history
+                    h.epochs.append(epoch_no)
+                    h.lr.append(lr_used)
+                    h.loss.append(float(sums[0] / seen))
+                    for j, name in enumerate(mnodes, start=1):
+                        h.metrics[name].append(float(sums[j] / seen))
                     for name, f in mfns.items():
-                        h.val_metrics[name].append(float(f(self, val)))
-                # best epoch: lowest (validation) loss so far, the first of equals
-                series = h.val_loss if val is not None else h.loss
-                pos = None if h.best_epoch is None else len(series) - 1 - (epoch_no - h.best_epoch)
-                if pos is None or pos < 0 or not series[-1] >= series[pos]:
-                    h.best_epoch = epoch_no
-                post = {"loss": f"{h.loss[-1]:.4g}"}
-                if val is not None:
-                    post["val_loss"] = f"{h.val_loss[-1]:.4g}"
-                bar.set_postfix(post, refresh=False)
-                if es is not None:
-                    mon = es.monitor if val is not None or not es.monitor.startswith("val_") \
-                        else es.monitor[4:]
-                    stop = es.update(epoch_no, h.series(mon)[-1],
-                                     {p: values[p] for p in param_names})
-                    h.best_epoch = es.best_epoch
-                    if stop:
-                        h.stopped_epoch = epoch_no
-                        if es.restore_best and es.best_params:
-                            for p, arr in es.best_params.items():
-                                values[p][...] = arr
-                        break
-        finally:
-            quiet.__exit__(None, None, None)
-            bar.close()
+                        h.metrics[name].append(float(f(self, train)))
+                    if val is not None:
+                        vl, vm = self._evaluate(val, n_val, mnodes, max(batch_size, 4096))
+                        h.val_loss.append(vl)
+                        for name, v in vm.items():
+                            h.val_metrics[name].append(v)
+                        for name, f in mfns.items():
+                            h.val_metrics[name].append(float(f(self, val)))
+                    # best epoch: lowest (validation) loss so far, the first of equals
+                    series = h.val_loss if val is not None else h.loss
+                    pos = None if h.best_epoch is None else len(series) - 1 - (epoch_no - h.best_epoch)
+                    if pos is None or pos < 0 or not series[-1] >= series[pos]:
+                        h.best_epoch = epoch_no
+                    post = {"loss": f"{h.loss[-1]:.4g}"}
+                    if val is not None:
+                        post["val_loss"] = f"{h.val_loss[-1]:.4g}"
+                    bar.set_postfix(post, refresh=False)
+                    if es is not None:
+                        mon = es.monitor if val is not None or not es.monitor.startswith("val_") \
+                            else es.monitor[4:]
+                        stop = es.update(epoch_no, h.series(mon)[-1],
+                                         {p: values[p] for p in param_names})
+                        h.best_epoch = es.best_epoch
+                        if stop:
+                            h.stopped_epoch = epoch_no
+                            if es.restore_best and es.best_params:
+                                for p, arr in es.best_params.items():
+                                    values[p][...] = arr
+                            break
+            finally:
+                bar.close()
         return self.history
 
     def _diverged(self, backups, tracked, fit_start: int, epoch: int, step: int, value: float,
