@@ -86,7 +86,7 @@ def optimizer_updates(spec, ps, grads, use_optim=True) -> dict:
     if optim is not None:
         opt = (optim.SGD(lr=spec["lr"]) if spec["opt"] == "sgd" else
                optim.Adam(lr=spec["lr"], betas=(ADAM["b1"], ADAM["b2"]), eps=ADAM["eps"]))
-        return opt.updates(ps, grads)
+        return opt.build(ps, grads)
     g = ps[0].graph
     with g.provenance(role="update"):
         if spec["opt"] == "sgd":
@@ -116,6 +116,6 @@ def _gn_optim():
     except ImportError:
         return None
     needed = ("SGD", "Adam")
-    if not all(hasattr(optim, n) for n in needed) or not hasattr(optim.SGD, "updates"):
+    if not all(hasattr(optim, n) for n in needed) or not hasattr(optim.SGD, "build"):
         return None
     return optim

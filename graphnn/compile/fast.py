@@ -77,6 +77,7 @@ class FastPrinter:
         self.globals_: list[str] = []    # module-level lines (flat buffers, views)
         self.alloc_lines: list[str] = []
         self.temps: dict[tuple, str] = {}
+        self.batch_consts: list[Node] = []
         self.gtemps: dict[tuple, str] = {}
 
     def _helper_names(self):
@@ -225,6 +226,7 @@ class FastPrinter:
         alloc_names = [b for b, _ in bufs] + list(self.temps.values())
         lines += ["", "_B = None", "", "", "def _alloc(B):",
                   '    """(Re)allocate the buffers of every intermediate for batch size B."""']
+        alloc_names += [self.namer(n) for n in self.batch_consts]
         if alloc_names:
             lines.append("    global _B, " + ", ".join(alloc_names))
         else:
@@ -232,6 +234,13 @@ class FastPrinter:
         lines.append("    _B = B")
         for b, (shape, dtype) in bufs:
             lines.append(f"    {b} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        for n in self.batch_consts:
+            x = n.inputs[0]
+            from ..ops import shapes
+            dims = ["B" if x.shape[a] is None else str(x.shape[a])
+                    for a in shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)]
+            lines.append(f"    {self.namer(n)} = np.{n.dtype.name}({' * '.join(dims) or '1'})  "
+                         + self.note(n))
         for (shape, dtype, k), t in self.temps.items():
             lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
         lines += ["", ""]
@@ -337,6 +346,12 @@ class FastPrinter:
                 st.uses = [id(self.source_of(n.inputs[0]))]
                 st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
                 entries.append((st, n, ("reduce",)))
+            elif n.op in ("sum", "mean") and fixed is None:
+                st.uses = [id(self.source_of(n.inputs[0]))]
+                entries.append((st, n, ("reduce_all",)))
+            elif n.op == "count" and fixed is None:
+                self.batch_consts.append(n)  # depends on the batch size only: set by _alloc
+                continue
             else:
                 st.uses = [id(self.source_of(i)) for i in n.inputs]
                 entries.append((st, n, ("plain", fixed)))
@@ -381,7 +396,6 @@ class FastPrinter:
                         args.append(exprs[id(s)])
                     else:
                         args.append(leaf(i))
-                key_parts.append((n.op, _attrs_key(n), tuple(str(a) for a in args)[:0]))
                 exprs[id(n)] = (n, args)
                 continue
             stack.append((n, True))
@@ -420,17 +434,18 @@ class FastPrinter:
                 extra[f] = sp.Symbol(f"S{k}_{op}", real=True)
             if extra:
                 expr = expr.xreplace(extra)
-            hit = _EXPR_CACHE[key] = (expr, key)
-        expr, key = hit
+            hit = _EXPR_CACHE[key] = (expr, key, frozenset(s.name for s in expr.free_symbols))
+        expr, key, used = hit
         # substitution symbols become leaves
         sub_leaves = {}
         for k, op, ak, node in subs:
             sname = f"S{k}_{op}"
-            if any(s.name == sname for s in expr.free_symbols):
+            if sname in used:
                 sub_leaves[sname] = node
         self._group_meta = getattr(self, "_group_meta", {})
         self._group_meta[id(root)] = (key, [l for l in leaves], sub_leaves)
-        return expr, leaves + list(sub_leaves.values())
+        live = [l for k, l in enumerate(leaves) if fusion.leaf_symbol(k).name in used]
+        return expr, live + list(sub_leaves.values())
 
     def _substitutions(self, leaves, root):
         """Unary element-wise values of a leaf already computed earlier (tanh(z) = h)."""
@@ -832,12 +847,26 @@ class _Texts:
             elif kind[0] == "matmul":
                 a, b = (p.value_of(i) for i in n.inputs)
                 yield [f"np.matmul({a}, {b}, out={out})  " + p.note(n)]
-            elif kind[0] == "reduce":
+            elif kind[0] in ("reduce", "reduce_all"):
                 x = n.inputs[0]
                 from ..ops import shapes
                 axes = shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)
-                kd = ", keepdims=True" if n.attrs["keepdims"] else ""
-                yield [f"np.{n.op}({p.value_of(x)}, axis={axes}{kd}, out={out})  " + p.note(n)]
+                ax = "None" if len(axes) == x.ndim else str(axes[0]) if len(axes) == 1 else str(axes)
+                scale = ""
+                if n.op == "mean":
+                    dims = ["_B" if x.shape[a] is None else str(x.shape[a]) for a in axes]
+                    scale = f" / ({' * '.join(dims)})" if len(dims) > 1 else f" / {dims[0]}"
+                    if dims and all(d != "_B" for d in dims):
+                        scale = f" / {int(np.prod([x.shape[a] for a in axes]))}"
+                if kind[0] == "reduce_all":
+                    ident = p.namer(n)
+                    yield [f"{ident} = np.add.reduce({p.value_of(x)}, {ax}){scale}  " + p.note(n)]
+                else:
+                    kd = ", True" if n.attrs["keepdims"] else ""
+                    lines = [f"np.add.reduce({p.value_of(x)}, {ax}, None, {out}{kd})  " + p.note(n)]
+                    if scale:
+                        lines.append(f"np.divide({out}, {scale[3:]}, out={out})")
+                    yield lines
             else:
                 code = get_op(n.op).numpy([p.value_of(i) for i in n.inputs], n.attrs, n)
                 for h in get_op(n.op).helpers:

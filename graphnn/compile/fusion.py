@@ -29,6 +29,7 @@ _CMP = {">": "np.greater", "<": "np.less", ">=": "np.greater_equal", "<=": "np.l
         "==": "np.equal", "!=": "np.not_equal"}
 
 
+@functools.lru_cache(maxsize=None)
 def leaf_symbol(k: int) -> sp.Symbol:
     return sp.Symbol(f"L{k}", real=True)
 
@@ -102,6 +103,10 @@ class Emitter:
 
     def operand(self, e, dest: str | None) -> str:
         """A string naming e's value: a leaf, a literal, a scalar expression, or a register."""
+        if _is_mask(e) and self.klass(e) == "full":  # 0/1 mask: a boolean temporary is cheaper
+            bt = self.btemp()
+            self._compare(e.args[0][1], bt, None)
+            return bt
         if e.is_Symbol:
             return "{" + e.name + "}"
         if e.is_Number:
@@ -310,3 +315,9 @@ def emit(expr: sp.Expr, shapes: dict, dtype: str, alias: sp.Symbol | None):
     em = Emitter(shapes, dtype, alias)
     lines = em.emit(expr)
     return lines, em.n_t, em.n_b
+
+
+def _is_mask(e) -> bool:
+    """Piecewise((1, comparison), (0, True))."""
+    return isinstance(e, sp.Piecewise) and len(e.args) == 2 and e.args[0][0] == 1 \
+        and isinstance(e.args[0][1], sp.Rel) and e.args[1][0] == 0 and e.args[1][1] == sp.true

@@ -1,0 +1,198 @@
+"""The fast training-step program (compile/fast.py) computes what the plain one does.
+
+Each check runs the same training step compiled twice (fast=True / fast=False)
+from the same initial parameters for several steps, and against hand-written
+NumPy, in float64 and float32.
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import graphnn as gn
+from graphnn.compile import fusion, memory
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+from workloads import SPECS, data, deep_spec, graphnn_step, init_params  # noqa: E402
+from numpy_ref import NumpyStep  # noqa: E402
+
+SMALL = {
+    "xor": SPECS["xor"],
+    "mlp": dict(SPECS["mlp"], sizes=[6, 5, 4, 3], batch=7),
+    "deep": dict(deep_spec(4), sizes=[5] * 5, batch=6),
+}
+
+
+def _run(spec, fast, dtype="float64", steps=4, params=None):
+    g, loss, ups, ps = graphnn_step(spec, params, dtype=dtype)
+    X, Y = data(spec)
+    prog = gn.compile([loss], updates=ups, fast=fast)
+    losses = [float(prog(x=X.astype(dtype), y=Y.astype(dtype))[0]) for _ in range(steps)]
+    return losses, [np.array(g.values[p.name]) for p in ps], prog, g
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_fast_equals_plain_float64(name):
+    spec = SMALL[name]
+    lf, pf, prog, _ = _run(spec, True)
+    lp, pp, plain, _ = _run(spec, False)
+    assert "_alloc" in prog.source and "_alloc" not in plain.source
+    np.testing.assert_allclose(lf, lp, rtol=1e-12, atol=1e-15)
+    for a, b in zip(pf, pp):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_fast_equals_plain_float32(name):
+    spec = SMALL[name]
+    lf, pf, prog, g = _run(spec, True, "float32")
+    lp, pp, _, _ = _run(spec, False, "float32")
+    assert all(g.values[p].dtype == np.float32 for p in g.values)
+    np.testing.assert_allclose(lf, lp, rtol=2e-6, atol=1e-7)
+    for a, b in zip(pf, pp):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_fast_equals_hand_written_numpy(name):
+    spec = SMALL[name]
+    P0 = init_params(spec)
+    X, Y = data(spec)
+    ref = NumpyStep(spec, P0, X, Y)
+    want = [ref() for _ in range(5)]
+    got, params, _, _ = _run(spec, True, steps=5, params=P0)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    for a, b in zip(params, ref.params):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_flat_parameters_are_adopted_and_foreign_arrays_still_work():
+    spec = SMALL["deep"]
+    g, loss, ups, ps = graphnn_step(spec)
+    X, Y = data(spec)
+    prog = gn.compile([loss], updates=ups)
+    views = {p.name: g.values[p.name] for p in ps}
+    assert all(v.base is not None for v in views.values())  # views of one flat buffer
+    assert len({id(v.base) for v in views.values()}) == 1
+    before = {k: v.copy() for k, v in views.items()}
+    prog(x=X, y=Y)
+    assert all(g.values[k] is views[k] for k in views)  # updated in place
+    assert any(not np.array_equal(before[k], views[k]) for k in views)
+    # replacing a parameter array: the program copies it in and the update back out
+    g2, loss2, ups2, ps2 = graphnn_step(spec)
+    plain = gn.compile([loss2], updates=ups2, fast=False)
+    own = {p.name: np.array(g.values[p.name]) for p in ps}
+    for k, v in own.items():
+        g.values[k] = v
+        np.copyto(g2.values[k], v)
+    l1 = prog(x=X, y=Y)[0]
+    l2 = plain(x=X, y=Y)[0]
+    assert l1 == pytest.approx(l2, rel=1e-12)
+    for k in own:
+        assert g.values[k] is own[k]
+        np.testing.assert_allclose(own[k], g2.values[k], rtol=1e-12)
+
+
+def test_batch_size_change_reallocates():
+    spec = SMALL["mlp"]
+    g, loss, ups, _ = graphnn_step(spec)
+    g2, loss2, ups2, _ = graphnn_step(spec)
+    fast = gn.compile([loss], updates=ups)
+    plain = gn.compile([loss2], updates=ups2, fast=False)
+    rng = np.random.default_rng(3)
+    for n in (7, 3, 11, 3):
+        X = rng.normal(size=(n, 6))
+        Y = np.eye(3)[rng.integers(0, 3, n)]
+        assert fast(x=X, y=Y)[0] == pytest.approx(plain(x=X, y=Y)[0], rel=1e-12)
+
+
+def test_outputs_are_fresh_arrays_not_reused_buffers():
+    g = gn.Graph("outs")
+    x = g.input("x", (None, 3))
+    W = g.param("W", value=np.eye(3))
+    h = gn.tanh(x @ W)
+    loss = (h * h).mean()
+    (dW,) = gn.grad(loss, [W])
+    prog = gn.compile([loss, h], updates={W: W - 0.5 * dW})
+    X = np.arange(6.0).reshape(2, 3) / 6
+    _, h1 = prog(x=X)
+    h1_copy = h1.copy()
+    prog(x=X + 1)
+    np.testing.assert_array_equal(h1, h1_copy)
+
+
+def test_source_is_readable_one_comment_per_node():
+    spec = SMALL["deep"]
+    g, loss, ups, _ = graphnn_step(spec)
+    prog = gn.compile([loss], updates=ups)
+    src = prog.source
+    assert "out=" in src and "np.matmul(" in src
+    assert "fused: tanh_dx" in src  # the tanh derivative fused into its product
+    assert "np.tanh" in src and src.count("np.tanh(") == spec["sizes"].__len__() - 2
+    assert "# group 0:" in src  # one flat update for every parameter
+    assert ".T, " in src or ".T)" in src  # transposes are views, not calls
+    assert "np.transpose" not in src and "np.broadcast_to" not in src
+
+
+def test_training_reaches_zero_xor_error_with_fast_program():
+    g, loss, ups, ps = graphnn_step(SPECS["xor"])
+    X, Y = data(SPECS["xor"])
+    prog = gn.compile([loss], updates=ups)
+    for _ in range(300):
+        last = prog(x=X, y=Y)[0]
+    assert last < 1e-4
+
+
+def test_emitter_prints_in_place_ufunc_calls():
+    L0, L1, L2 = (fusion.leaf_symbol(k) for k in range(3))
+    shapes = {L0: "full", L1: "full", L2: "scalar"}
+    lines, n_t, _ = fusion.emit(L1 * (1 - L0 ** 2), shapes, "float64", None)
+    assert lines == ["np.multiply({L0}, {L0}, out={OUT})", "np.subtract(1.0, {OUT}, out={OUT})",
+                     "np.multiply({OUT}, {L1}, out={OUT})"] and n_t == 0
+    # writing into an input: only the last call may write {OUT} before the input is read
+    lines, n_t, _ = fusion.emit(L0 - L2 * L1, shapes, "float64", L0)
+    assert lines[-1] == "np.subtract({L0}, {T0}, out={OUT})" and n_t == 1
+    relu = fusion.substitute("relu", (), [L0])
+    assert fusion.emit(relu, shapes, "float64", None)[0] == ["np.maximum({L0}, 0.0, out={OUT})"]
+
+
+def test_emitted_code_matches_sympy_meaning():
+    import sympy as sp
+    L0, L1, L2 = (fusion.leaf_symbol(k) for k in range(3))
+    shapes = {L0: "full", L1: "full", L2: "scalar"}
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2, (3, 4)), rng.normal(size=(3, 4))
+    c = 0.7
+    exprs = [L0 - L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), L1 * fusion.substitute("relu_dx", (), [L1]),
+             sp.exp(L1) * L0 + L1 ** 3, fusion.substitute("sigmoid", (), [L1]) * L2 - L0,
+             -L0 / L1 ** 2]
+    for e in exprs:
+        for alias in (None, L0):
+            lines, n_t, n_b = fusion.emit(e, shapes, "float64", alias)
+            env = {"np": np, "L0": a.copy(), "L1": b.copy(), "L2": c}
+            out = env["L0"] if alias is L0 else np.empty_like(a)
+            names = {"L0": "L0", "L1": "L1", "L2": "L2", "OUT": "OUT"}
+            names.update({f"T{k}": f"T{k}" for k in range(n_t)})
+            names.update({f"B{k}": f"B{k}" for k in range(n_b)})
+            env.update({f"T{k}": np.empty_like(a) for k in range(n_t)})
+            env.update({f"B{k}": np.empty(a.shape, bool) for k in range(n_b)})
+            env["OUT"] = out
+            for ln in lines:
+                exec(ln.format(**names), env)
+            want = sp.lambdify((L0, L1, L2), e, "numpy")(a, b, c)
+            np.testing.assert_allclose(out, want, rtol=1e-12, err_msg=str(e))
+
+
+def test_buffer_plan_reuses_dead_buffers_and_aliases_only_on_last_use():
+    S, R = memory.Statement, memory.Request
+    sts = [S([R(1, (None, 4), "float64")], []),
+           S([R(2, (None, 4), "float64", may_alias=(1,))], [1]),   # last use of 1: in place
+           S([R(3, (None, 4), "float64", may_alias=(2,))], [2]),
+           S([R(4, (None, 4), "float64", may_alias=(2,))], [3, 2])]  # last read of 2: may alias it
+    plan = memory.plan(sts, keep={4})
+    assert plan.buffer[2] == plan.buffer[1]
+    assert plan.buffer[3] != plan.buffer[2]
+    assert plan.buffer[4] == plan.buffer[2] and plan.aliased[4] == 2
+    assert len(plan.buffers) == 2
