@@ -183,16 +183,15 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
     passes: list[dict] = []
     if optimize:
         fn, passes = run_passes(fn)
-    key = content_hash(fn, backend, name or "")
+    if fast is None:
+        fast = bool(ups) and optimize
+    key = content_hash(fn, backend + ("-fast" if fast else ""), name or "")
     if backend != "numpy":
         raise GraphError(f"backend {backend!r} is not implemented yet in this version "
                          "(the GPU targets are planned work); use backend='numpy'")
     from .numpy_backend import NumPyPrinter as P
-    if fast is None:
-        fast = bool(ups) and optimize
     if fast:
         from .fast import FastPrinter as P
-        key = content_hash(fn, backend + "-fast", name or "")
     hit = _CACHE.get(key)
     if hit is None:
         printer = P(fn, name or graph.name)
