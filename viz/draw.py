@@ -108,6 +108,20 @@ def _tangent_seeds(g: Graph, forward: list[Node], tangents) -> dict:
     raise GraphError(f"draw: tangents must be False, True or {{node: direction}}, got {tangents!r}")
 
 
+
+class Drawing(graphviz.Digraph):
+    """A `graphviz.Digraph` that displays itself in Jupyter through `viz.svg`, so a
+    notebook shows it even where no system `dot` is installed."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **_):
+        from .render import svg
+        return {"image/svg+xml": svg(self)}
+
+    def _repr_svg_(self):
+        from .render import svg
+        return svg(self)
+
+
 def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: str = "backward",
          depth: int | None = None, max_nodes: int = MAX_NODES, legend: bool = True,
          tangents=False, check=None, fold: bool = True, loss: Node | None = None,
@@ -195,7 +209,7 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
                 failed.add(name)
         info.check_failed = sorted(failed)
 
-    d = graphviz.Digraph(name=re.sub(r"\W", "_", g.name, flags=re.ASCII) or "graph", graph_attr=dict(rankdir=rankdir, fontname="Helvetica",
+    d = Drawing(name=re.sub(r"\W", "_", g.name, flags=re.ASCII) or "graph", graph_attr=dict(rankdir=rankdir, fontname="Helvetica",
                                                       fontsize="11", newrank="true"),
                          node_attr=dict(fontname="Helvetica", fontsize="10"),
                          edge_attr=dict(fontname="Helvetica", fontsize="9", arrowsize="0.7"))
