@@ -67,13 +67,13 @@ def demo(out_dir: str = "out", draw: bool = True) -> int:
     for p, gv in zip(params, values[1:]):
         print(f"  d loss / d {p.name} = {np.array2string(gv, precision=4)}")
 
-    _rule("training from a seeded random start (SGD with momentum)")
-    g2, out2, loss2 = xor_network(exact=False, seed=3)
-    tr = gn.Trainer(loss2, optimizer=gn.optim.SGD(lr=0.1, momentum=0.9), backend="numpy")
+    _rule("training from a seeded random start (Adam, lr 0.05)")
+    g2, out2, loss2 = xor_network(exact=False, seed=1)
+    tr = gn.Trainer(loss2, optimizer=gn.optim.Adam(lr=0.05), backend="numpy")
     hist = tr.fit({"x": XOR_X, "y": XOR_Y}, epochs=300, batch_size=4, shuffle=False, seed=0,
                   verbose=False)
     trained = tr.predict(out2, {"x": XOR_X})
-    print(f"  final loss {hist.train_loss[-1]:.3g}; predictions "
+    print(f"  final loss {hist.loss[-1]:.3g}; predictions "
           f"{np.array2string(trained.ravel(), precision=3)}; rounded {np.round(trained.ravel()).astype(int)}")
 
     if draw:
@@ -173,7 +173,7 @@ def cmd_train(args) -> int:
     tr = gn.Trainer(loss, optimizer=opt_cls(lr=args.lr), backend="numpy")
     hist = tr.fit(data, epochs=args.epochs, batch_size=args.batch_size, shuffle=True,
                   seed=args.seed, verbose=not args.quiet)
-    print(f"final train loss {hist.train_loss[-1]:.6g} after {len(hist.train_loss)} epochs")
+    print(f"final train loss {hist.loss[-1]:.6g} after {len(hist.loss)} epochs")
     if args.output:
         g.save(args.output)
         print(f"wrote {args.output}")
@@ -233,8 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo(args.out, draw=not args.no_draw)
         return {"print": cmd_print, "draw": cmd_draw, "compile": cmd_compile,
                 "teach": cmd_teach, "train": cmd_train}[args.command](args)
-    except gn.GraphnnError as e:
-        print(f"graphnn: error: {e}", file=sys.stderr)
+    except (gn.GraphnnError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"graphnn: error: {msg}", file=sys.stderr)
         return 2
 
 
