@@ -566,12 +566,14 @@ class _Converter:
                     acc = api.maximum(acc, x)
                 return acc
             return list(e.args), build_or
+        if isinstance(e, sp.ITE):  # if-then-else of conditions (SymPy folds nested Piecewise so)
+            return list(e.args), lambda ns: api.where(ns[0], ns[1], ns[2])
         if isinstance(e, sp.Not):
             return [e.args[0]], lambda ns: self.const(1.0) - ns[0]
         name = getattr(e.func, "__name__", type(e).__name__)
         raise GraphError(f"symbolic mode: SymPy function {name!r} (in {str(e)[:80]}) has no "
-                         f"graphnn op; supported: Add, Mul, Pow, Piecewise, relationals, "
-                         f"Heaviside, {', '.join(f.__name__ for f in SYMPY_TO_OP)}")
+                         f"graphnn op; supported: Add, Mul, Pow, Piecewise, relationals, And, Or, "
+                         f"Not, ITE, Heaviside, {', '.join(f.__name__ for f in SYMPY_TO_OP)}")
 
     def __call__(self, expr) -> Node:
         memo = self.memo
