@@ -26,10 +26,12 @@ def content_hash(fn: Function, backend: str, extra: str = "") -> str:
     h = hashlib.sha256()
     h.update(f"{backend}|{extra}|{fn.graph.name}".encode())
     pos = {}
+    cut = {id(c) for c in fn.cut}  # fed, not computed: their inputs are not in the order
     for k, n in enumerate(fn.order()):
         pos[id(n)] = k
+        ins = [] if id(n) in cut else [pos[id(i)] for i in n.inputs]
         h.update(repr((n.name, n.op, sorted(n.attrs.items(), key=lambda kv: kv[0]), n.shape,
-                       n.dtype.str, [pos[id(i)] for i in n.inputs], n.scope, n.role)).encode())
+                       n.dtype.str, ins, n.scope, n.role, id(n) in cut)).encode())
         if n.op == "const":
             h.update(n.value.tobytes())
     for group in (fn.outputs, [p for p, _ in fn.updates], [v for _, v in fn.updates], fn.cut):

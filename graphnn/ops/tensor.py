@@ -453,8 +453,14 @@ register(OpDef(
     lambda a, at, n: f"(np.asarray({a[0]})[..., None] == np.arange({at['depth']})).astype(np.{at['dtype']})",
     vjp=_none(1), jvp=lambda n, t: None, attrs={"depth": attr_int, "dtype": attr_dtype},
     defaults={"dtype": "float64"}, arity=1,
-    sym=lambda a, at, n: np.asarray(
-        (np.asarray(a[0], dtype=object)[..., None] == np.arange(at["depth"])).astype(int), dtype=object)))
+    sym=lambda a, at, n: _sym_one_hot(a[0], at["depth"])))
+
+
+def _sym_one_hot(labels, depth):
+    # Eq, not ==: a symbolic label compared with == is structurally False
+    lab = np.asarray(labels, dtype=object)[..., None]
+    return np.vectorize(lambda v, k: sp.Piecewise((1, sp.Eq(v, k)), (0, True)),
+                        otypes=[object])(lab, np.arange(depth))
 
 
 # -- softmax family ------------------------------------------------------------------------------
