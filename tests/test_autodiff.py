@@ -182,10 +182,6 @@ def test_a_plus_a_gradient_is_two():
 
 # -- the other ops ---------------------------------------------------------------------------------
 
-def _conv_in_shape(ws):
-    return ws
-
-
 GRAD_CASES = [  # (op, id, specs, build, torch_fn, wrt)
     ("matmul", "2d", {"a": ((3, 4), "any"), "b": ((4, 2), "any")}, lambda a, b: a @ b, torch.matmul, None),
     ("matmul", "batched", {"a": ((2, 3, 4), "any"), "b": ((2, 4, 2), "any")}, lambda a, b: a @ b, torch.matmul, None),

@@ -183,10 +183,8 @@ def test_disconnected_gradient_raises_on_request():
 def test_bad_attributes_are_graph_errors(build, pattern):
     g = gn.Graph("attrs")
     x = g.input("x", (2, 3))
-    with pytest.raises((gn.GraphError, TypeError), match=pattern) as info:
+    with pytest.raises(gn.GraphError, match=pattern):
         build(x)
-    if "unsupported dtype" not in pattern:
-        assert isinstance(info.value, gn.GraphError)
 
 
 def test_bad_role_and_compile_arguments():
