@@ -1,6 +1,8 @@
 """Dtype helpers: graphnn computes in float32 or float64 (and integer labels)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64",
@@ -15,6 +17,7 @@ def as_dtype(dtype) -> np.dtype:
     return dt
 
 
+@functools.lru_cache(maxsize=64)  # dtype.name is slow; listings ask once per node
 def short(dtype: np.dtype) -> str:
     return _SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..graph import Graph, Node, _attr_key
 from ..ops.registry import get_op
 
 log = logging.getLogger("graphnn.compile")
@@ -33,7 +33,14 @@ class Function:
         return list(self.outputs) + [v for _, v in self.updates] + [p for p, _ in self.updates]
 
     def order(self) -> list[Node]:
-        return self.graph.ancestors(self.roots(), stop=self.cut)
+        # cached: passes, the printer and the hash each ask, and a 60k-node walk costs ~0.2 s;
+        # keyed by roots and cut (a node's inputs never change, so neither does the walk)
+        roots = self.roots()
+        key = (tuple(map(id, roots)), tuple(map(id, self.cut)))
+        cached = self.__dict__.get("_order")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_order"] = (key, self.graph.ancestors(roots, stop=self.cut))
+        return list(cached[1])
 
 
 def rebuild(fn: Function, rewrite: Callable[[Node, list[Node], Graph], Node | None]) -> Function:
@@ -50,22 +57,42 @@ def rebuild(fn: Function, rewrite: Callable[[Node, list[Node], Graph], Node | No
             if node.is_leaf or id(node) in cut:
                 if id(node) in cut and not node.is_leaf:
                     new = dst._leaf("input", node.name, node.shape, node.dtype)
-                elif node.op == "const":
-                    new = dst._leaf("const", node.name, node.shape, node.dtype, value=node.value)
+                elif node.op == "const":  # folded constants may have taken its auto name
+                    name = node.name if node.name not in dst else dst._auto_name("const")
+                    new = dst._leaf("const", name, node.shape, node.dtype, value=node.value)
                 else:
                     new = dst._leaf(node.op, node.name, node.shape, node.dtype)
             else:
                 ins = [m[id(i)] for i in node.inputs]
                 new = rewrite(node, ins, dst)
                 if new is None:
-                    before = len(dst)
-                    new = dst.apply(node.op, ins, node.attrs)
-                    if len(dst) > before and node.name not in dst:
-                        dst.rename(new, node.name)
+                    new = _copy(dst, node, ins)
         m[id(node)] = new
     return Function(dst, [m[id(o)] for o in fn.outputs],
                     [(m[id(p)], m[id(v)]) for p, v in fn.updates],
                     [m[id(c)] for c in fn.cut])
+
+
+def _copy(dst: Graph, node: Node, ins: list[Node]) -> Node:
+    """`node` rebuilt in `dst` on `ins` (interned, keeping its name where free).
+
+    When the inputs have the shapes and dtypes of the originals, the node's shape
+    and dtype are known: skip re-inference (rebuilding a 60k-node graph spent
+    most of its time re-checking shapes that cannot have changed)."""
+    if any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(ins, node.inputs)):
+        before = len(dst)
+        new = dst.apply(node.op, ins, node.attrs)
+        if len(dst) > before and node.name not in dst:
+            dst.rename(new, node.name)
+        return new
+    key = (node.op, tuple(id(i) for i in ins), _attr_key(node.attrs))
+    hit = dst._intern.get(key)
+    if hit is not None:
+        return hit
+    name = node.name if node.name not in dst else dst._auto_name(node.op)
+    new = dst._add(name, node.op, node.attrs, node.shape, node.dtype, tuple(ins))
+    dst._intern[key] = new
+    return new
 
 
 # -- the passes ----------------------------------------------------------------------------
@@ -73,8 +100,9 @@ def rebuild(fn: Function, rewrite: Callable[[Node, list[Node], Graph], Node | No
 def dead_code_elimination(fn: Function) -> Function:
     """Keep only what the outputs and updates need."""
     live = fn.order()
-    if len(live) == len(fn.graph):
-        return fn
+    if len(live) == len(fn.graph) or len(live) + sum(
+            1 for n in fn.graph.nodes if n.is_leaf) >= len(fn.graph) + sum(1 for n in live if n.is_leaf):
+        return fn  # only unused leaves (e.g. constants just folded away): printing skips them
     return rebuild(fn, lambda node, ins, g: None)
 
 
@@ -86,10 +114,11 @@ def constant_folding(fn: Function) -> Function:
     """Evaluate ops whose inputs are all constants (results up to FOLD_MAX_ELEMENTS)."""
     order = fn.order()
     foldable = {id(n) for n in order if n.op == "const"}
+    cut = {id(c) for c in fn.cut}
     hit = False
     for n in order:
         if n.inputs and all(id(i) in foldable for i in n.inputs) and n.size is not None \
-                and n.size <= FOLD_MAX_ELEMENTS and id(n) not in {id(c) for c in fn.cut}:
+                and n.size <= FOLD_MAX_ELEMENTS and id(n) not in cut:
             foldable.add(id(n))
             hit = True
     if not hit:
@@ -144,6 +173,20 @@ def algebraic_identities(fn: Function) -> Function:
             return keep
         return None
 
+    def applies(node):  # the same tests on the unrewritten inputs, building nothing
+        ins, op = node.inputs, node.op
+        if op in ("mul", "add", "sub", "div", "pow"):
+            unit = 0 if op in ("add", "sub") else 1
+            cands = [ins[0]] if _is_const(ins[1], unit) else []
+            if op in ("mul", "add") and _is_const(ins[0], unit):
+                cands.append(ins[1])
+            if any(c.shape == node.shape and c.dtype == node.dtype for c in cands):
+                return True
+            return op == "sub" and ins[0] is ins[1]
+        return op == "neg" and ins[0].op == "neg"
+
+    if not any(applies(n) for n in fn.order() if n.inputs):
+        return fn  # nothing to rewrite: no copy (rebuilding 60k nodes costs seconds)
     return rebuild(fn, rewrite)
 
 

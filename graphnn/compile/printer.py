@@ -20,7 +20,8 @@ from ..ops.registry import get_op
 from .passes import Function
 
 _BAD = re.compile(r"[^0-9A-Za-z_]")
-RESERVED = {"np", "cp", "math", "os", "run", "FEEDS", "PARAMS", "OUTPUTS", "_load_params"}
+RESERVED = {"np", "cp", "math", "os", "run", "step", "ARGS", "FEEDS", "PARAMS", "OUTPUTS",
+            "_load_params"}  # module-level names of generated programs
 
 
 def comment_text(s: str) -> str:
@@ -101,6 +102,10 @@ class Printer:
     def value_of(self, node: Node) -> str:
         if node.op == "const":
             if node.value.ndim == 0:
+                if node.value.dtype == np.float32:  # a bare literal is float64 inside np.log(...)
+                    v = node.value[()]
+                    text = str(v) if np.isfinite(v) else literal(node.value)
+                    return f"{self.alias}.float32({text})"
                 return literal(node.value)
             return self.const_name(node)
         return self.namer(node)

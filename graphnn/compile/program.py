@@ -69,7 +69,10 @@ class Program:
                 f"args={self.arg_names} outputs={[o.name for o in self.function.outputs]}>")
 
     def args_for(self, feeds: dict) -> list:
-        unknown = set(feeds) - set(self.arg_names)
+        # feeds for graph inputs the program does not need (e.g. removed as dead code) are
+        # ignored; a name the graph does not know is an error (usually a typo)
+        unknown = {k for k in set(feeds) - set(self.arg_names)
+                   if k not in self.graph or self.graph[k].op not in ("input", "param")}
         if unknown:
             raise GraphError(f"unknown feed(s) {sorted(unknown)}; program takes {self.arg_names}")
         args, batch = [], None
@@ -198,7 +201,7 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
     if hit is None:
         printer = P(fn, name or graph.name)
         source, line_nodes = printer.source()
-        filename = f"<graphnn {graph.name} {key[:12]}>"
+        filename = f"<graphnn {ascii(graph.name)[1:-1]} {key[:12]}>"  # no NUL/newline from names
         code = builtins.compile(source, filename, "exec")
         lines = [ln + "\n" for ln in source.splitlines()]
         linecache.cache[filename] = (len(source), None, lines, filename)

@@ -14,7 +14,7 @@ _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 def _erf(x):
     """erf to the last bit (math.erf element by element); NumPy has no erf."""
     x = np.asarray(x)
-    return _erf_scalar(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
+    return np.asarray(_erf_scalar(x)).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 
 def _softmax(x, axis):

@@ -8,7 +8,11 @@ from ..ops import api
 
 def mse(pred: Node, target: Node) -> Node:
     """Mean squared error, averaged over every element."""
-    if pred.shape != target.shape and api.shapes.broadcast(pred.shape, target.shape) != pred.shape:
+    try:  # shapes.broadcast raises the registry's internal Mismatch, not a ShapeError
+        fits = api.shapes.broadcast(pred.shape, target.shape) == pred.shape
+    except api.shapes.Mismatch:
+        fits = False
+    if not fits:
         raise ShapeError(f"mse: prediction {pred.name!r} {pred.shape} and target "
                          f"{target.name!r} {target.shape} do not match")
     d = pred - target

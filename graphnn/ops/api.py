@@ -140,7 +140,10 @@ def unbroadcast(g: Node, shape) -> Node:
 
 
 def cast(x: Node, dtype) -> Node:
-    dt = dtypes.as_dtype(dtype)
+    try:
+        dt = dtypes.as_dtype(dtype)
+    except TypeError as e:  # same error as a bad attribute given to g.apply("cast", ...)
+        raise GraphError(f"op 'cast' on {x.name!r}: attribute dtype={dtype!r}: {e}") from None
     if x.dtype == dt:
         return x
     return apply("cast", [x], dtype=dt.name)
@@ -160,7 +163,11 @@ def max(x: Node, axis=None, keepdims: bool = False, name=None) -> Node:
 
 def count(x: Node, axis=None) -> Node:
     """Number of elements of x along `axis` (a constant unless the batch axis is involved)."""
-    axes = shapes.norm_axes(axis if axis is None or isinstance(axis, tuple) else (axis,), x.ndim)
+    try:
+        axes = shapes.norm_axes(axis if axis is None or isinstance(axis, tuple) else (axis,),
+                                x.ndim, x.shape)
+    except shapes.Mismatch as e:  # the registry's internal signal, not for users
+        raise ShapeError(f"count {x.name!r}: {e}") from None
     dims = [x.shape[a] for a in axes]
     if None not in dims:
         return x.graph.const(None, np.asarray(float(np.prod(dims)), dtype=dtypes.result_float(x.dtype)))

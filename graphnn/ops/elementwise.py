@@ -76,6 +76,16 @@ class ExprPrinter(NumPyPrinter):
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
 
+    def _print(self, expr, **kwargs):
+        # A constant like sqrt(2) or sqrt(pi) printed as np.sqrt(2) is a float64 NumPy
+        # scalar that promotes float32 arrays to float64 (NEP 50); a Python float
+        # literal is weakly typed and keeps the array's dtype.
+        if isinstance(expr, sp.Basic) and expr.is_number and expr.is_real \
+                and not expr.is_Rational and not expr.is_Float:
+            v = float(expr)
+            return repr(v) if v >= 0 else f"({v!r})"
+        return super()._print(expr, **kwargs)
+
     def _typed(self, e):
         if e.is_Number:
             return f"np.{self._dtype}({float(e)!r})"
@@ -106,6 +116,19 @@ class ExprPrinter(NumPyPrinter):
         if arg.is_Add and sp.S.One in arg.args:
             return f"np.log1p({self._print(arg - 1)})"
         return f"np.log({self._print(arg)})"
+
+    def _print_Max(self, expr):
+        return self._nested("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("np.minimum", expr.args)
+
+    def _nested(self, fn, args):
+        # NumPyPrinter prints Max/Min as functools.reduce(...), which generated code lacks
+        out = self._print(args[0])
+        for a in args[1:]:
+            out = f"{fn}({out}, {self._print(a)})"
+        return out
 
     def _print_Heaviside(self, expr):
         return f"np.heaviside({self._print(expr.args[0])}, {self._typed(sp.Float(0.5))})"
@@ -210,6 +233,7 @@ def _register_spec(spec: ElementwiseSpec, infix=None, doc="") -> OpDef:
 
 # -- derivatives -----------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)  # sympy.diff per VJP made deep graphs' gradients slow
 def derivative_expr(spec: ElementwiseSpec, arg: str) -> sp.Expr:
     d = sp.diff(spec.expr, SYMBOLS[arg])
     return d.replace(sp.DiracDelta, lambda *a: sp.S.Zero)

@@ -315,7 +315,10 @@ def _concat_infer(inputs, attrs):
         if len(s) != nd or any(s[k] != first[k] for k in range(nd) if k != ax):
             raise Mismatch("shapes " + ", ".join(fmt(j.shape) for j in inputs) +
                            f" differ outside axis {ax}")
-        total = None if total is None or s[ax] is None else total + s[ax]
+        if s[ax] is None:  # B + B (or B + 3) rows is not the batch size B
+            raise Mismatch("cannot concatenate " + ", ".join(fmt(j.shape) for j in inputs) +
+                           f" along the batch (None) axis {ax}")
+        total += s[ax]
     return first[:ax] + (total,) + first[ax + 1:], dtypes.result_float(*[i.dtype for i in inputs])
 
 
@@ -383,7 +386,11 @@ def _index_infer(inputs, attrs):
                 raise Mismatch(f"index {e[1]} is out of bounds for axis {axis} of size {d} in {fmt(shape)}")
         else:
             if d is None:
-                out.append(None if e[1:] != (None, None, None) or True else None)
+                if e[1] is not None or e[2] is not None or e[3] not in (None, 1, -1):
+                    # x[1:3] on the batch axis has 2 rows, not the batch size B
+                    raise Mismatch(f"slice {index_code([e])[:-1]} of the batch (None) axis {axis} "
+                                   f"of {fmt(shape)}: only a full slice (: or ::-1) keeps the batch size")
+                out.append(None)
             else:
                 out.append(len(range(*slice(*e[1:]).indices(d))))
         axis += 1
@@ -435,7 +442,8 @@ def _scatter_sym(a, at, n):
 register(OpDef(
     "scatter", _scatter_infer,
     lambda a, at, n: f"_scatter({a[0]}, {a[1]}, np.s_[{index_code(at['index'])}])",
-    vjp=lambda n, ct, needs: [_api().apply("index", [ct], index=n.attrs["index"]), None],
+    vjp=lambda n, ct, needs: [_api().unbroadcast(  # the written value may have been broadcast
+        _api().apply("index", [ct], index=n.attrs["index"]), n.inputs[0].shape), None],
     jvp=lambda n, t: None if t[0] is None else _api().apply("scatter", [t[0], n.inputs[1]],
                                                              index=n.attrs["index"]),
     attrs={"index": attr_index}, arity=2, helpers=("_scatter",), sym=_scatter_sym,
