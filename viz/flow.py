@@ -17,7 +17,6 @@ import numpy as np
 from graphnn.autodiff import reverse
 from graphnn.errors import GraphError, ShapeError
 from graphnn.graph import Node
-from graphnn.ops.registry import get_op
 
 from . import evaluate as ev
 
@@ -62,21 +61,8 @@ def build(loss: Node, wrt=None) -> Gradients:
         wrt = [n for n in order if n.op in ("input", "param")]
     with g.provenance(scope=loss.scope, role="backward"):
         seed = g.const(None, np.ones((), dtype=loss.dtype))
-    adj = reverse.adjoints(loss, wrt, seed)
-    relevant = g.descendants_of(wrt, order)
     edges: dict[tuple[int, int, int], Node] = {}
-    for node in reversed(order):
-        ct = adj.get(id(node))
-        if ct is None or not node.inputs:
-            continue
-        needs = [id(i) in relevant for i in node.inputs]
-        if not any(needs):
-            continue
-        with g.provenance(scope=node.scope, role="backward"):
-            grads = get_op(node.op).vjp(node, ct, needs)
-        for k, (inp, gi) in enumerate(zip(node.inputs, grads)):
-            if gi is not None and needs[k]:
-                edges[(id(inp), id(node), k)] = gi
+    adj = reverse.adjoints(loss, wrt, seed, edges=edges)
     return Gradients(loss, order, adj, edges)
 
 

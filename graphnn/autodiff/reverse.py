@@ -26,8 +26,13 @@ def _check_wrt(y: Node, wrt: Sequence[Node]):
                              f"{y.graph.name!r}: nodes from two graphs cannot be mixed")
 
 
-def adjoints(y: Node, wrt: Sequence[Node], cotangent: Node) -> dict[int, Node]:
-    """Adjoint node of every node on a path from `wrt` to `y` (keyed by id)."""
+def adjoints(y: Node, wrt: Sequence[Node], cotangent: Node,
+             edges: dict | None = None) -> dict[int, Node]:
+    """Adjoint node of every node on a path from `wrt` to `y` (keyed by id).
+
+    If `edges` is a dict, it also receives each edge's own contribution, keyed by
+    (id(input), id(consumer), input position): what flows along that edge before
+    the contributions of several consumers are summed (drawings show it)."""
     g = y.graph
     order = g.ancestors([y])
     relevant = g.descendants_of(wrt, order)
@@ -42,12 +47,14 @@ def adjoints(y: Node, wrt: Sequence[Node], cotangent: Node) -> dict[int, Node]:
         opdef = get_op(node.op)
         with g.provenance(scope=node.scope, role="backward"):
             grads = opdef.vjp(node, ct, needs)
-            for inp, gi, need in zip(node.inputs, grads, needs):
+            for k, (inp, gi, need) in enumerate(zip(node.inputs, grads, needs)):
                 if gi is None or not need:
                     continue
                 if gi.shape != inp.shape:
                     raise ShapeError(f"internal: VJP of {node.op} {node.name!r} gave {gi.shape} "
                                      f"for input {inp.name!r} of shape {inp.shape}")
+                if edges is not None:
+                    edges[(id(inp), id(node), k)] = gi
                 prev = adj.get(id(inp))
                 adj[id(inp)] = gi if prev is None else prev + gi
     return adj
