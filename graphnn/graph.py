@@ -165,14 +165,6 @@ class Node:
     def astype(self, dtype) -> "Node":
         return _api().cast(self, dtype)
 
-    # -- notebook display: drawing lives in viz, imported only if available -------
-    def _repr_svg_(self):  # pragma: no cover - exercised through viz tests
-        try:
-            import viz
-        except ImportError:
-            return None
-        return viz.svg(viz.draw(self))
-
 
 def _api():
     from .ops import api
@@ -198,7 +190,8 @@ class Graph:
     def __init__(self, name: str = "graph", dtype="float64", seed: int = 0):
         self.name = str(name)
         self.dtype = dtypes.as_dtype(dtype)
-        self.nx = nx.MultiDiGraph(name=self.name)
+        self._nx = nx.MultiDiGraph(name=self.name)
+        self._nx_synced = 0  # nodes of _order already in _nx (filled in on access: see nx)
         self.values: dict[str, np.ndarray] = {}
         self.rng = np.random.default_rng(seed)
         self._order: list[Node] = []
@@ -324,13 +317,26 @@ class Graph:
 
     def _add(self, name, op, attrs, shape, dtype, inputs, value=None) -> Node:
         node = Node(self, name, op, attrs, shape, np.dtype(dtype), inputs,
-                    self.current_scope, self.current_role, len(self._order), value)
+                    "/".join(self._scope), self._role[-1], len(self._order), value)
         self._order.append(node)
         self._by_name[name] = node
-        self.nx.add_node(node)
-        for pos, i in enumerate(inputs):
-            self.nx.add_edge(i, node, key=pos)
         return node
+
+    @property
+    def nx(self) -> nx.MultiDiGraph:
+        """The networkx view of the graph (edge keys are input positions).
+
+        Nodes are only ever appended, so the networkx graph is brought up to date
+        when it is asked for rather than on every `_add`: building (and rebuilding,
+        in compiler passes) a large graph no longer pays for networkx's dicts."""
+        order, g = self._order, self._nx
+        if self._nx_synced < len(order):
+            for node in order[self._nx_synced:]:
+                g.add_node(node)
+                for pos, i in enumerate(node.inputs):
+                    g.add_edge(i, node, key=pos)
+            self._nx_synced = len(order)
+        return g
 
     # -- names -------------------------------------------------------------------------
     def _claim_name(self, name) -> str:
@@ -442,13 +448,6 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<graphnn.Graph {self.name!r}: {len(self._order)} nodes>"
-
-    def _repr_svg_(self):  # pragma: no cover - exercised through viz tests
-        try:
-            import viz
-        except ImportError:
-            return None
-        return viz.svg(viz.draw(self))
 
     # -- files (see graphnn.io) -------------------------------------------------------------
     def save(self, path) -> None:

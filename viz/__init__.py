@@ -14,6 +14,23 @@ __all__ = ["draw", "svg", "render", "RenderError", "has_dot", "DrawInfo", "Flag"
 import importlib as _importlib
 
 
+def _install_display() -> None:
+    """Graphs and nodes draw themselves in Jupyter once viz is imported.
+
+    graphnn never imports viz (the core does not depend on rendering), so the
+    display hooks are attached from this side."""
+    from graphnn.graph import Graph, Node
+
+    def _svg(obj):
+        return svg(draw(obj))
+
+    Graph._repr_svg_ = _svg
+    Node._repr_svg_ = _svg
+
+
+_install_display()
+
+
 def __getattr__(name):
     # matplotlib and sympy-heavy parts load on first use
     if name == "plots":
