@@ -591,6 +591,12 @@ class MultiHeadAttention(_Attention):
 
 # -- normalization ----------------------------------------------------------------------------------
 
+def _normalize(x: Node, axes: tuple, eps: float) -> Node:
+    """(x - mean) / sqrt(var + eps) over `axes`, biased variance (as torch)."""
+    d = x - api.mean(x, axis=axes, keepdims=True)
+    return d / api.sqrt(api.mean(d * d, axis=axes, keepdims=True) + eps)
+
+
 class LayerNorm(Layer):
     """(x - mean) / sqrt(var + eps) over the last axis (biased variance, as torch),
     then * gamma + beta (per feature) when `affine`."""
@@ -606,10 +612,7 @@ class LayerNorm(Layer):
     def forward(self, x: Node) -> Node:
         self._ndim(x, range(1, 64), "at least 1-d (..., features)")
         n = self._features(x, -1, "features")
-        mu = api.mean(x, axis=-1, keepdims=True)
-        d = x - mu
-        var = api.mean(d * d, axis=-1, keepdims=True)
-        y = d / api.sqrt(var + self.eps)
+        y = _normalize(x, (-1,), self.eps)
         if self.affine:
             y = y * self.param("gamma", (n,), fill=1.0) + self.param("beta", (n,), fill=0.0)
         return y
@@ -634,10 +637,7 @@ class BatchNorm(Layer):
         self._ndim(x, (2, 3, 4), "(N, C), (N, C, L) or (N, C, H, W)")
         n = self._features(x, 1, "features")
         axes = (0,) + tuple(range(2, x.ndim))
-        mu = api.mean(x, axis=axes, keepdims=True)
-        d = x - mu
-        var = api.mean(d * d, axis=axes, keepdims=True)
-        y = d / api.sqrt(var + self.eps)
+        y = _normalize(x, axes, self.eps)
         if self.affine:
             pshape = (n,) + (1,) * (x.ndim - 2)
             y = y * self.param("gamma", pshape, fill=1.0) + self.param("beta", pshape, fill=0.0)

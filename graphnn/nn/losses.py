@@ -27,14 +27,20 @@ def bce_with_logits(logits: Node, target: Node) -> Node:
     return api.mean(api.softplus(logits) - target * logits)
 
 
+def one_hot_targets(logits: Node, target: Node, who: str) -> Node:
+    """`target` as one-hot rows matching `logits` (N, K): integer labels (N,) are expanded,
+    one-hot targets pass through; anything else is a ShapeError naming `who`."""
+    if target.shape == logits.shape[:-1] and target.dtype.kind in "iu":
+        return api.one_hot(target, logits.shape[-1], logits.dtype)
+    if target.shape != logits.shape:
+        raise ShapeError(f"{who}: target {target.name!r} {target.shape} is neither "
+                         f"integer labels {logits.shape[:-1]} nor one-hot {logits.shape}")
+    return target
+
+
 def softmax_cross_entropy(logits: Node, target: Node) -> Node:
     """Mean cross-entropy of softmax(logits) against integer labels (N,) or one-hot (N, K)."""
-    k = logits.shape[-1]
-    if target.shape == logits.shape[:-1] and target.dtype.kind in "iu":
-        target = api.one_hot(target, k, logits.dtype)
-    elif target.shape != logits.shape:
-        raise ShapeError(f"softmax_cross_entropy: target {target.name!r} {target.shape} is neither "
-                         f"integer labels {logits.shape[:-1]} nor one-hot {logits.shape}")
+    target = one_hot_targets(logits, target, "softmax_cross_entropy")
     return -api.mean(api.sum(target * api.log_softmax(logits, -1), axis=-1))
 
 

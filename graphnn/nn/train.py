@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import FormatError, GraphError, GraphnnError, ShapeError
 from ..graph import Node, fmt_shape
 from ..ops import api
+from .losses import one_hot_targets
 from . import optim as _optim
 
 __all__ = ["Trainer", "EarlyStopping", "History", "DataError", "DivergedError",
@@ -79,12 +80,7 @@ def binary_accuracy(output: Node, target: Node, threshold: float = 0.5) -> Node:
 def accuracy(logits: Node, labels: Node) -> Node:
     """Fraction of samples whose label has the largest logit; labels are integers (N,)
     or one-hot (N, K). A tie with the maximum counts as correct."""
-    k = logits.shape[-1]
-    if labels.shape == logits.shape[:-1] and labels.dtype.kind in "iu":
-        labels = api.one_hot(labels, k, logits.dtype)
-    elif labels.shape != logits.shape:
-        raise ShapeError(f"accuracy: labels {labels.name!r} {labels.shape} are neither integer "
-                         f"labels {logits.shape[:-1]} nor one-hot {logits.shape}")
+    labels = one_hot_targets(logits, labels, "accuracy")
     picked = api.sum(api.cast(labels, logits.dtype) * logits, axis=-1)
     return api.mean(api.eq(picked, api.max(logits, axis=-1)))
 
