@@ -514,7 +514,7 @@ class Trainer:
         n_out = 1 + len(mnodes)
 
         fit_start = self.global_step
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the plain bar: tqdm.auto warns in notebooks without ipywidgets
         bar = tqdm(range(self.epoch, epochs), initial=self.epoch, total=epochs, unit="epoch",
                    desc=f"train {self.graph.name}", leave=False,
                    disable=not verbose or not sys.stderr.isatty())
