@@ -116,6 +116,7 @@ class FastPrinter:
                 alias[id(n)] = None  # filled when printed
         self.transparent = transparent
         self.alias = alias
+        self.fold_cands = self._fold_candidates()
         # fusion: inline single-consumer element-wise nodes into their consumer
         inline, size = set(), {}
         for n in order:
@@ -130,6 +131,98 @@ class FastPrinter:
                     total += size[id(i)]
             size[id(n)] = total
         self.inline = inline
+        for k in [k for k, c in self.fold_cands.items() if id(c["h"]) in inline]:
+            del self.fold_cands[k]
+
+    # -- bias folding -------------------------------------------------------------------------
+    def _fold_candidates(self) -> dict[int, dict]:
+        """Affine layers `add(matmul(h, W), b)` whose bias can ride inside the matmul.
+
+        With W and b adjacent in the flat parameter buffer, `[W; b]` is one (k+1, n)
+        view, and with h kept beside a column of ones (`[h, 1]`, a (B, k+1) buffer)
+        the layer is one matmul `[h, 1] @ [W; b]`; the gradients of W and b (adjacent
+        in the flat gradient buffer) are one matmul too: `[h, 1].T @ dz`. That removes
+        the bias add and the bias-gradient reduction. Here: the structural part; the
+        flat-buffer part is checked when the update groups are known (_groups)."""
+        upd = {id(p) for p, _ in self.fn.updates}
+        out = {}
+        for a in self.order:
+            if a.op != "add" or a.ndim != 2 or id(a) in self.cut or id(a) in self.outputs \
+                    or id(a) in self.update_of or id(a) in self.region:
+                continue
+            m, b = a.inputs
+            if m.op != "matmul":
+                b, m = m, b
+            b = self.source_of(b)
+            if m.op != "matmul" or b.op != "param" or id(b) not in upd:
+                continue
+            h, W = m.inputs
+            if W.op != "param" or id(W) not in upd or W.ndim != 2 or h.ndim != 2 or \
+                    b.shape != (W.shape[1],) or m.shape != a.shape or W is b or \
+                    len({a.dtype, m.dtype, h.dtype, W.dtype, b.dtype}) != 1:
+                continue
+            if [id(c) for c in self.consumers[id(m)]] != [id(a)] or id(m) in self.outputs \
+                    or id(m) in self.update_of or id(m) in self.cut:
+                continue
+            if self.is_arg(h):
+                if h.op == "param":
+                    continue
+            elif h.is_leaf or not _is_ew(h) or id(h) in self.region or id(h) in self.outputs \
+                    or id(h) in self.update_of or id(h) in self.transparent:
+                continue
+            grads = None  # gW = matmul(transpose(h), dz) and gb = sum(dz, axis=0)
+            for t in self.consumers[id(h)]:
+                if t.op != "transpose" or id(t) not in self.alias:
+                    continue
+                for gW in self.consumers[id(t)]:
+                    if gW.op != "matmul" or gW.inputs[0] is not t or gW.shape != W.shape:
+                        continue
+                    dz = gW.inputs[1]
+                    for gb in self.consumers[id(dz)]:
+                        if gb.op == "sum" and gb.attrs.get("axis") == (0,) and \
+                                not gb.attrs.get("keepdims") and gb.shape == b.shape:
+                            grads = (gW, gb, dz)
+            if grads is None:
+                continue
+            out[id(a)] = dict(a=a, m=m, h=h, W=W, b=b, gW=grads[0], gb=grads[1], dz=grads[2])
+        return out
+
+    def _accept_folds(self, groups) -> None:
+        """Keep the candidates whose W and b are updated by one flat group with their
+        gradients as the same flat slot, and place b's member right after W's."""
+        self.folds: dict[int, dict] = {}
+        member = {}
+        for gi, grp in enumerate(groups):
+            for mb in grp["members"]:
+                if len(mb["params"]) == 1:
+                    member[id(mb["params"][0])] = (gi, mb)
+        partner = {}
+        for key, c in self.fold_cands.items():
+            (gi, mW), (gj, mb) = member.get(id(c["W"]), (None, None)), member.get(id(c["b"]), (-1, None))
+            if gi != gj or not _flat_group(groups[gi]["members"]):
+                continue
+            slots = [k for k, l in enumerate(mW["leaves"]) if l is c["gW"]]
+            if len(slots) != 1 or mW["kinds"][slots[0]][0] != "f" or \
+                    mb["leaves"][slots[0]] is not c["gb"] or c["W"] not in mW["leaves"] or \
+                    not (self._can_fix(c["gW"]) and self._can_fix(c["gb"])) or \
+                    id(mW) in partner or id(mb) in partner.values():
+                continue
+            c["slot"], c["param_slot"] = slots[0], mW["leaves"].index(c["W"])
+            partner[id(mW)] = id(mb)
+            self.folds[key] = c
+        if not partner:
+            return
+        for grp in groups:
+            ms, placed = grp["members"], []
+            by_id = {id(x): x for x in ms}
+            follows = set(partner.values())
+            for x in ms:
+                if id(x) in follows:
+                    continue
+                placed.append(x)
+                if id(x) in partner:
+                    placed.append(by_id[partner[id(x)]])
+            grp["members"] = placed
 
     def source_of(self, n: Node, transparent=None) -> Node:
         t = self.transparent if transparent is None else transparent
@@ -140,7 +233,8 @@ class FastPrinter:
     def _inlinable(self, i: Node, c: Node) -> bool:
         if i.is_leaf or id(i) in self.cut or not _is_ew(i) or i.shape != c.shape:
             return False
-        if id(i) in self.outputs or id(i) in self.update_of or id(i) in self.region:
+        if id(i) in self.outputs or id(i) in self.update_of or id(i) in self.region or \
+                id(i) in self.fold_cands:
             return False
         users = {id(u) for u in self._users(i)}
         return users == {id(c)}
@@ -227,6 +321,7 @@ class FastPrinter:
         lines += ["", "_B = None", "", "", "def _alloc(B):",
                   '    """(Re)allocate the buffers of every intermediate for batch size B."""']
         alloc_names += [self.namer(n) for n in self.batch_consts]
+        alloc_names += [name for aug in self.augs for name in aug[:2]]
         if alloc_names:
             lines.append("    global _B, " + ", ".join(alloc_names))
         else:
@@ -243,6 +338,11 @@ class FastPrinter:
                          + self.note(n))
         for (shape, dtype, k), t in self.temps.items():
             lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        for aug, view, h in self.augs:
+            k = h.shape[1]
+            lines.append(f"    {aug} = np.ones({_shape_code((h.shape[0], k + 1))}, "
+                         f"dtype=np.{h.dtype.name})  # [{comment_text(h.name)}, 1]: folded biases")
+            lines.append(f"    {view} = {aug}[:, :{k}]")
         lines += ["", ""]
         if batch_arg is None:
             lines += ["_alloc(None)", "", ""]
@@ -317,9 +417,42 @@ class FastPrinter:
         """Statements (for the planner) and their text, as deferred formatters."""
         self.base_of: dict[int, int] = {}
         entries = []  # (Statement, node, render)
+        fold_of_a = {id(f["a"]): f for f in self.folds.values()}
+        fold_of_grad = {id(f[r]): f for f in self.folds.values() for r in ("gW", "gb")}
+        folded_mm = {id(f["m"]) for f in self.folds.values()}
+        self.augs: list[tuple[str, str, Node]] = []  # ([h, 1] buffer, its h view, h)
+        aug_of: dict[int, tuple[str, str]] = {}
+        for f in self.folds.values():
+            h = f["h"]
+            if id(h) not in aug_of:
+                tag = comment_text(self.namer(h)) if self.is_arg(h) else str(len(aug_of))
+                aug_of[id(h)] = (self.claim(f"_aug_{tag}"), self.claim(f"_augv_{tag}"))
+                self.augs.append(aug_of[id(h)] + (h,))
+                if self.is_arg(h):  # a fed array: copied beside the ones at each call
+                    st = memory.Statement(uses=[id(h)])
+                    entries.append((st, h, ("copyin", aug_of[id(h)][1])))
+                else:  # computed: written straight into the view
+                    self.fixed_buffer[id(h)] = aug_of[id(h)][1]
+            f["aug"] = aug_of[id(h)][0]
         for n in self.order:
             if n.is_leaf or id(n) in self.cut or id(n) in self.transparent or \
-                    id(n) in self.inline or id(n) in self.region:
+                    id(n) in self.inline or id(n) in self.region or id(n) in folded_mm:
+                continue
+            if id(n) in fold_of_a:
+                f = fold_of_a[id(n)]
+                st = memory.Statement(uses=[id(f["h"])], defines=[memory.Request(
+                    id(n), n.shape, n.dtype.name, fixed=self.fixed_buffer.get(id(n)))])
+                entries.append((st, n, ("affine", f)))
+                continue
+            if id(n) in fold_of_grad:
+                f = fold_of_grad[id(n)]
+                if f.get("grad_printed"):
+                    continue
+                f["grad_printed"] = True
+                st = memory.Statement(uses=[id(f["h"]), id(self.source_of(f["dz"]))], defines=[
+                    memory.Request(id(f[r]), f[r].shape, f[r].dtype.name,
+                                   fixed=self.fixed_buffer[id(f[r])]) for r in ("gW", "gb")])
+                entries.append((st, n, ("affine_grad", f)))
                 continue
             if id(n) in self.alias:
                 src = self.source_of(n.inputs[0])
@@ -471,6 +604,8 @@ class FastPrinter:
         """Lines computing the fused group at root into `out`."""
         key, leaves, sub_leaves = self._group_meta[id(root)]
         expr = _EXPR_CACHE[key][0]
+        if expr.has(sp.erf) and "_erf" not in self.helpers:  # fused gelu & co. call the helper
+            self.helpers.append("_erf")
         names = {}
         shapes = {}
         for k, l in enumerate(leaves):
@@ -517,6 +652,7 @@ class FastPrinter:
         self.tail: list[tuple[str, Node]] = []
         self.deferred: list[tuple[str, Node]] = []  # writes that must wait for every read
         self.foreign_read: set[int] = set()
+        self.folds = {}
         if not region:
             return []
         parent = {}
@@ -581,6 +717,7 @@ class FastPrinter:
         for m in members:
             by_sig.setdefault(m["sig"], []).append(m)
         groups = [{"members": ms, "sig": sig} for sig, ms in by_sig.items()]
+        self._accept_folds(groups)
         self._plan_groups(groups)
         return groups
 
@@ -590,8 +727,7 @@ class FastPrinter:
         for gi, grp in enumerate(groups):
             ms = grp["members"]
             m0 = ms[0]
-            flat = len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0["kinds"]) and \
-                all(p in m0["leaves"] for p in m0["params"])
+            flat = _flat_group(ms)
             dtype = m0["nodes"][0].dtype.name
             if not flat:
                 for m in ms:
@@ -636,7 +772,30 @@ class FastPrinter:
                             self.tail.append((f"np.copyto({vname}, {{{id(l)}}})  # into flat buffer",
                                               l))
                         seen.add(id(l))
+            self._fold_views(ms, slot_names, offs)
             self._emit_component(m0, slot_names, total, dtype, written_in_place, flat_label=label)
+
+    def _fold_views(self, ms, slot_names, offs) -> None:
+        """The (k+1, n) views [W; b] and [gW; gb] of the accepted folds in this group."""
+        pos = {id(m["params"][0]): j for j, m in enumerate(ms) if len(m["params"]) == 1}
+        for key, f in list(self.folds.items()):
+            j = pos.get(id(f["W"]))
+            if j is None:
+                continue
+            W, b = f["W"], f["b"]
+            k, n = W.shape
+            if j + 1 >= len(ms) or ms[j + 1]["params"][0] is not b or \
+                    not self.fixed_buffer.get(id(f["gW"])) or not self.fixed_buffer.get(id(f["gb"])):
+                del self.folds[key]
+                continue
+            a, e = offs[j], offs[j] + (k + 1) * n
+            shape = _shape_code((k + 1, n))
+            f["Wb"] = self.claim(f"_v_{self.namer(W)}_{self.namer(b)}")
+            self.globals_.append(f"{f['Wb']} = {slot_names[f['param_slot']]}[{a}:{e}].reshape({shape})"
+                                 f"  # [{comment_text(W.name)}; {comment_text(b.name)}]")
+            f["gWb"] = self.claim(f"_g_{self.namer(f['gW'])}_{self.namer(f['gb'])}")
+            self.globals_.append(f"{f['gWb']} = {slot_names[f['slot']]}[{a}:{e}].reshape({shape})"
+                                 f"  # their gradients, one matmul")
 
     def _can_fix(self, l: Node) -> bool:
         if l.is_leaf or id(l) in self.cut or id(l) in self.alias or id(l) in self.transparent \
@@ -786,24 +945,30 @@ class FastPrinter:
         return src
 
     def _adopt_source(self, args, arg_ids):
+        # table-driven (not one statement per parameter): a depth-1024 step has 2048
+        # parameters, and Python's compiler is slow on long straight-line module code
         views = {id(p): v for p, v in self.flat_params}
-        pairs = [(a, ident, views[id(a)]) for a, ident in zip(args, arg_ids) if id(a) in views]
-        out = ["def _adopt(values):",
-               '    """Copy parameters into the flat buffers; make values[name] their views."""']
-        for a, ident, v in pairs:
-            out.append(f"    if {a.name!r} in values:")
-            out.append(f"        np.copyto({v}, values[{a.name!r}])")
-            out.append(f"        values[{a.name!r}] = {v}")
-        out.append("    return None")
-        out += ["", "", f"def _foreign({', '.join(arg_ids)}):",
-                '    """Run on arrays that are not the adopted views: copy in, step, copy out."""']
-        for a, ident, v in pairs:
-            out.append(f"    np.copyto({v}, {ident})")
-        call = [views.get(id(a), ident) for a, ident in zip(args, arg_ids)]
-        out.append(f"    result = step({', '.join(call)})")
-        for a, ident, v in pairs:
-            out.append(f"    np.copyto({ident}, {v})")
-        out.append("    return result")
+        pairs = [(k, a, views[id(a)]) for k, a in enumerate(args) if id(a) in views]
+        out = ["# parameters kept in flat buffers: (argument position, graph name, view)",
+               "FLAT_ARGS = (" + "".join(f"\n    ({k}, {a.name!r}, {v})," for k, a, v in pairs)
+               + ("\n)" if pairs else ")"), "", "",
+               "def _adopt(values):",
+               '    """Copy parameters into the flat buffers; make values[name] their views."""',
+               "    for _, name, view in FLAT_ARGS:",
+               "        if name in values:",
+               "            np.copyto(view, values[name])",
+               "            values[name] = view",
+               "", "",
+               "def _foreign(*args):",
+               '    """Run on arrays that are not the adopted views: copy in, step, copy out."""',
+               "    own = list(args)",
+               "    for k, _, view in FLAT_ARGS:",
+               "        np.copyto(view, args[k])",
+               "        own[k] = view",
+               "    result = step(*own)",
+               "    for k, _, view in FLAT_ARGS:",
+               "        np.copyto(args[k], view)",
+               "    return result"]
         return out + ["", ""]
 
     def _run_source(self):
@@ -847,6 +1012,20 @@ class _Texts:
             elif kind[0] == "matmul":
                 a, b = (p.value_of(i) for i in n.inputs)
                 yield [f"np.matmul({a}, {b}, out={out})  " + p.note(n)]
+            elif kind[0] == "affine":
+                f = kind[1]
+                yield [f"np.matmul({f['aug']}, {f['Wb']}, out={out})  " + p.note(
+                    n, f" (fused: {comment_text(f['m'].name)}=matmul; bias folded: "
+                       f"[{comment_text(f['h'].name)}, 1] @ [{comment_text(f['W'].name)}; "
+                       f"{comment_text(f['b'].name)}])")]
+            elif kind[0] == "affine_grad":
+                f = kind[1]
+                yield [f"np.matmul({f['aug']}.T, {p.value_of(f['dz'])}, out={f['gWb']})  " + p.note(
+                    f["gW"], f" (fused: {comment_text(f['gb'].name)}=sum, the bias gradient, "
+                             f"as the row of ones)")]
+            elif kind[0] == "copyin":
+                yield [f"np.copyto({kind[1]}, {p.value_of(n)})  # {comment_text(n.name)}: "
+                       f"beside a column of ones (folded biases)"]
             elif kind[0] in ("reduce", "reduce_all"):
                 x = n.inputs[0]
                 from ..ops import shapes
@@ -878,6 +1057,13 @@ class _Texts:
                     yield [f"np.copyto({fixed}, {code})  " + p.note(n)]
                 else:
                     yield [f"{ident} = {code}  " + p.note(n)]
+
+
+def _flat_group(ms) -> bool:
+    """Members that share one flat buffer per role (see _plan_groups)."""
+    m0 = ms[0]
+    return len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0["kinds"]) and \
+        all(p in m0["leaves"] for p in m0["params"])
 
 
 def _fused_note(p: FastPrinter, n: Node) -> str:
