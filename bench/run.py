@@ -1,11 +1,14 @@
 """`make bench`: one training step of xor, mlp and deep, graphnn against hand-written
 NumPy, torch eager, JAX jit and PyTensor; then compile time of the deep step.
 
-Timing: every implementation is checked against hand-written NumPy (same loss
-after a few steps), warmed up, then timed in interleaved rounds (the order of
-implementations rotates each round); a round times a block of steps sized to
-take about BLOCK_S seconds; the reported time per step is the median over
-rounds. Ratios are to hand-written NumPy (lower is better).
+Timing: every implementation runs in its own worker process (bench/worker.py:
+each program as its user runs it; see there why), is checked against
+hand-written NumPy (same losses over three steps), warmed up, then timed in
+interleaved rounds driven from here (one worker runs at a time, the order
+rotates each round); a round times a block of steps sized to take about
+BLOCK_S seconds; the reported time per step is the median over rounds. Ratios
+are to hand-written NumPy (lower is better). The same measurement with every
+framework in this one process is reported beside it (`steps_same_process`).
 
 Compile time: a fresh Python process per sample builds the depth-D deep
 training step and compiles it (graphnn: graph + grad + compile; JAX: trace +
@@ -13,7 +16,8 @@ XLA compile of the jitted step; PyTensor: graph + grad + function). Imports
 are not counted (reported separately for graphnn).
 
 Results: bench/results/cpu.json (with the machine described). Options:
-`--quick` (fewer rounds, for a smoke test), `--only xor,mlp`, `--no-compile`.
+`--quick` (fewer rounds, for a smoke test), `--only xor,mlp`, `--no-compile`,
+`--no-same-process` (skip the shared-process measurement).
 """
 from __future__ import annotations
 
@@ -133,17 +137,19 @@ def time_block(step, n):
     return (time.perf_counter() - t0) / n
 
 
-def measure(steps, rounds, warmup_s=0.05):
-    # block sizes: about BLOCK_S per block
-    sizes = {}
-    for impl, st in steps.items():
-        n, t = 1, 0.0
-        while True:
-            t = time_block(st, n)
-            if t * n > warmup_s or n > 100000:
-                break
-            n *= 4
-        sizes[impl] = max(1, int(BLOCK_S / max(t, 1e-9)))
+def block_size(step, warmup_s=0.05) -> int:
+    """Warm up, then the number of steps that take about BLOCK_S seconds."""
+    n, t = 1, 0.0
+    while True:
+        t = time_block(step, n)
+        if t * n > warmup_s or n > 100000:
+            break
+        n *= 4
+    return max(1, int(BLOCK_S / max(t, 1e-9)))
+
+
+def measure(steps, rounds):
+    sizes = {impl: block_size(st) for impl, st in steps.items()}
     times = {impl: [] for impl in steps}
     names = list(steps)
     for r in range(rounds):
@@ -153,7 +159,87 @@ def measure(steps, rounds, warmup_s=0.05):
     return {impl: statistics.median(ts) for impl, ts in times.items()}
 
 
+class Worker:
+    """One implementation of one workload in its own process (bench/worker.py)."""
+
+    def __init__(self, impl: str, name: str):
+        import tempfile
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "worker.py"), impl, name, "--threads", str(THREADS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+
+    def ask(self, cmd: str | None = None) -> dict:
+        if cmd is not None:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                return json.loads(line[2:])
+        self.err.seek(0)
+        last = (self.err.read().strip().splitlines() or ["worker exited"])[-1]
+        return {"skip": f"worker failed: {last}"}
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=60)
+        self.err.close()
+
+
+def bench_steps_isolated(only, rounds):
+    """Each implementation in its own process; rounds interleaved from here."""
+    results = {}
+    for name in only:
+        print(f"[{name}] building (one process per implementation) ...", flush=True)
+        workers, notes, losses = {}, {}, {}
+        for impl in implementations():
+            w = Worker(impl, name)
+            r = w.ask()
+            if "skip" in r:
+                print(f"  note: {impl} skipped ({r['skip']})")
+                notes[impl] = f"skipped: {r['skip']}"
+                w.close()
+                continue
+            workers[impl], losses[impl] = w, r["losses"]
+            notes[impl] = f"built in {r['built']:.2f} s"
+        want = losses.get("numpy")
+        for impl in list(workers):
+            if impl != "numpy" and not np.allclose(losses[impl], want, rtol=1e-8, atol=1e-12):
+                print(f"  note: {impl} disagrees with NumPy: losses {losses[impl]} vs {want}; excluded")
+                notes[impl] = "excluded: losses differ from NumPy"
+                workers.pop(impl).close()
+        sizes = {impl: w.ask("calib")["n"] for impl, w in workers.items()}
+        times = {impl: [] for impl in workers}
+        names = list(workers)
+        for r in range(rounds):
+            k = r % len(names)
+            for impl in names[k:] + names[:k]:
+                times[impl].append(workers[impl].ask(f"time {sizes[impl]}")["t"])
+        for w in workers.values():
+            w.close()
+        med = {impl: statistics.median(ts) for impl, ts in times.items()}
+        results[name] = _summarize(med, notes)
+    return results
+
+
+def _summarize(med, notes) -> dict:
+    base = med["numpy"]
+    res = {impl: {"seconds": t, "ratio": t / base, "note": notes.get(impl, "")}
+           for impl, t in med.items()}
+    for impl, note in notes.items():
+        if impl not in med:
+            res[impl] = {"seconds": None, "ratio": None, "note": note}
+    line = "  ".join(f"{impl} {t / base:.2f}x" for impl, t in med.items())
+    print(f"  numpy {base * 1e6:.1f} us/step; {line}", flush=True)
+    return res
+
+
 def bench_steps(only, rounds):
+    """Every implementation in this one process (the shared-process measurement)."""
     results = {}
     for name in only:
         spec = SPECS[name]
@@ -165,14 +251,7 @@ def bench_steps(only, rounds):
             notes[impl] = "excluded: losses differ from NumPy"
             steps.pop(impl)
         med = measure(steps, rounds)
-        base = med["numpy"]
-        results[name] = {impl: {"seconds": t, "ratio": t / base, "note": notes.get(impl, "")}
-                         for impl, t in med.items()}
-        for impl, note in notes.items():
-            if impl not in med:
-                results[name][impl] = {"seconds": None, "ratio": None, "note": note}
-        line = "  ".join(f"{impl} {t / base:.2f}x" for impl, t in med.items())
-        print(f"  numpy {base * 1e6:.1f} us/step; {line}", flush=True)
+        results[name] = _summarize(med, notes)
     return results
 
 
@@ -254,6 +333,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="xor,mlp,deep")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-same-process", action="store_true",
+                    help="skip the measurement with every framework in one process")
     ap.add_argument("--threads", type=int, default=1, help="threads for every framework")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "cpu.json"))
     a = ap.parse_args(argv)
@@ -263,10 +344,19 @@ def main(argv=None):
     report = {"machine": machine(), "method": {
         "rounds": rounds, "block_seconds": BLOCK_S, "statistic": "median over interleaved rounds",
         "ratio": "time per step / hand-written NumPy time per step (lower is better)",
-        "dtype": "float64", "threads": THREADS}}
-    report["steps"] = bench_steps(only, rounds)
-    print("\nRatio to hand-written NumPy, one training step (float64; lower is better):")
+        "dtype": "float64", "threads": THREADS,
+        "processes": "steps: one worker process per implementation, rounds interleaved by the "
+                     "parent; steps_same_process: every framework in one process"}}
+    report["steps"] = bench_steps_isolated(only, rounds)
+    if not a.no_same_process:
+        print("\nThe same, every framework in this one process:", flush=True)
+        report["steps_same_process"] = bench_steps(only, rounds)
+    print("\nRatio to hand-written NumPy, one training step (float64; lower is better), "
+          "one process per implementation:")
     print(table(report["steps"]))
+    if "steps_same_process" in report:
+        print("\nThe same, all frameworks in one process:")
+        print(table(report["steps_same_process"]))
     if not a.no_compile:
         print("\nCompile time of the deep training step (fresh process per sample):", flush=True)
         report["compile"] = bench_compile(1 if a.quick else 3, peers=not a.quick)
