@@ -196,3 +196,74 @@ def test_buffer_plan_reuses_dead_buffers_and_aliases_only_on_last_use():
     assert plan.buffer[3] != plan.buffer[2]
     assert plan.buffer[4] == plan.buffer[2] and plan.aliased[4] == 2
     assert len(plan.buffers) == 2
+
+
+def _plain_and_fast(build, feeds, steps=3):
+    """Losses and parameters after `steps` steps, plain and fast, from the same start."""
+    out = []
+    for fast in (False, True):
+        g, loss, ups = build()
+        prog = gn.compile([loss], updates=ups, fast=fast)
+        losses = [float(prog(**feeds)[0]) for _ in range(steps)]
+        out.append((losses, {p.name: np.array(g.values[p.name]) for p in g.params}, prog))
+    return out
+
+
+def test_bias_fold_and_dot_loss_in_xor_source():
+    spec = SMALL["xor"]
+    g, loss, ups, ps = graphnn_step(spec)
+    src = gn.compile([loss], updates=ups).source
+    # [x, 1] @ [W1; b1] in one matmul, its gradient in one matmul, the MSE sum as one vdot
+    assert "bias folded: [x, 1] @ [W1; b1]" in src
+    assert "the bias gradient, as the row of ones" in src
+    assert "np.vdot(" in src and "fused: mul_1=mul" in src
+    assert "np.add.reduce(" not in src  # no bias-gradient reductions left
+
+
+def _affine_net(rule_b_differs: bool, share_input: bool):
+    rng = np.random.default_rng(3)
+    g = gn.Graph("fold")
+    x = g.input("x", (None, 3))
+    y = g.input("y", (None, 2))
+    W1 = g.param("W1", value=rng.normal(size=(3, 4)))
+    b1 = g.param("b1", value=rng.normal(size=(4,)))
+    W2 = g.param("W2", value=rng.normal(size=(4, 2)))
+    b2 = g.param("b2", value=rng.normal(size=(2,)))
+    h = gn.tanh(x @ W1 + b1)
+    out = h @ W2 + b2
+    if share_input:  # x feeds a second affine layer (one [x, 1] buffer for both)
+        W3 = g.param("W3", value=rng.normal(size=(3, 2)))
+        b3 = g.param("b3", value=rng.normal(size=(2,)))
+        out = out + gn.sigmoid(x @ W3 + b3)
+    loss = gn.mse(out, y)
+    ps = g.params
+    grads = gn.grad(loss, ps)
+    with g.provenance(role="update"):
+        ups = {}
+        for p, gr in zip(ps, grads):
+            step = gr + 0.5 * p if (rule_b_differs and p.name.startswith("W")) else gr
+            ups[p] = p - 0.05 * step
+    return g, loss, ups
+
+
+@pytest.mark.parametrize("rule_b_differs,share_input", [(False, False), (True, False),
+                                                         (False, True)])
+def test_bias_fold_only_where_it_is_exact(rule_b_differs, share_input):
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 2))}
+    (lp, pp, plain), (lf, pf, prog) = _plain_and_fast(
+        lambda: _affine_net(rule_b_differs, share_input), feeds)
+    np.testing.assert_allclose(lf, lp, rtol=1e-12)
+    for k in pp:
+        np.testing.assert_allclose(pf[k], pp[k], rtol=1e-12, atol=1e-15)
+    folded = "bias folded" in prog.source
+    # W and b updated by different rules live in different flat groups: no [W; b] view
+    assert folded == (not rule_b_differs)
+    if share_input:
+        assert prog.source.count("np.copyto(_augv_x, x)") == 1
+    # the same programs on a batch of another size: the [h, 1] buffers are reallocated
+    # (ones column included) and the steps still agree
+    feeds7 = {"x": rng.normal(size=(7, 3)), "y": rng.normal(size=(7, 2))}
+    lp7 = [float(plain(**feeds7)[0]) for _ in range(2)]
+    lf7 = [float(prog(**feeds7)[0]) for _ in range(2)]
+    np.testing.assert_allclose(lf7, lp7, rtol=1e-12)

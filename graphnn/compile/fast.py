@@ -133,6 +133,28 @@ class FastPrinter:
         self.inline = inline
         for k in [k for k, c in self.fold_cands.items() if id(c["h"]) in inline]:
             del self.fold_cands[k]
+        self.dots = self._dot_reductions()
+
+    def _dot_reductions(self) -> dict[int, Node]:
+        """Full sums (and means) of a product of two arrays, `sum(a * b)`: one `np.vdot`
+        instead of a multiply into a buffer and a reduction (the MSE loss is one)."""
+        out = {}
+        for n in self.order:
+            if n.op not in ("sum", "mean") or n.shape != () or id(n) in self.cut:
+                continue
+            x = self.source_of(n.inputs[0])
+            if x.op != "mul" or x.ndim == 0 or id(x) in self.cut or id(x) in self.outputs or \
+                    id(x) in self.update_of or id(x) in self.region or id(x) in self.inline or \
+                    id(x) in self.fold_cands or not all(
+                        c is n or c.op == "count" or (id(c) in self.transparent and c.op ==
+                                                      "broadcast_like" and c.inputs[0] is not x)
+                        for c in self.consumers[id(x)]):  # others read x's shape only
+                continue
+            ins = [self.source_of(i) for i in x.inputs]
+            if all(i.shape == x.shape and i.dtype == x.dtype and id(i) not in self.inline
+                   and i.op != "const" for i in ins):
+                out[id(n)] = x
+        return out
 
     # -- bias folding -------------------------------------------------------------------------
     def _fold_candidates(self) -> dict[int, dict]:
@@ -420,6 +442,7 @@ class FastPrinter:
         fold_of_a = {id(f["a"]): f for f in self.folds.values()}
         fold_of_grad = {id(f[r]): f for f in self.folds.values() for r in ("gW", "gb")}
         folded_mm = {id(f["m"]) for f in self.folds.values()}
+        dotted = {id(x) for x in self.dots.values()}
         self.augs: list[tuple[str, str, Node]] = []  # ([h, 1] buffer, its h view, h)
         aug_of: dict[int, tuple[str, str]] = {}
         for f in self.folds.values():
@@ -436,7 +459,8 @@ class FastPrinter:
             f["aug"] = aug_of[id(h)][0]
         for n in self.order:
             if n.is_leaf or id(n) in self.cut or id(n) in self.transparent or \
-                    id(n) in self.inline or id(n) in self.region or id(n) in folded_mm:
+                    id(n) in self.inline or id(n) in self.region or id(n) in folded_mm or \
+                    id(n) in dotted:
                 continue
             if id(n) in fold_of_a:
                 f = fold_of_a[id(n)]
@@ -479,6 +503,9 @@ class FastPrinter:
                 st.uses = [id(self.source_of(n.inputs[0]))]
                 st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
                 entries.append((st, n, ("reduce",)))
+            elif id(n) in self.dots and fixed is None:
+                st.uses = [id(self.source_of(i)) for i in self.dots[id(n)].inputs]
+                entries.append((st, n, ("dot", self.dots[id(n)])))
             elif n.op in ("sum", "mean") and fixed is None:
                 st.uses = [id(self.source_of(n.inputs[0]))]
                 entries.append((st, n, ("reduce_all",)))
@@ -1026,7 +1053,7 @@ class _Texts:
             elif kind[0] == "copyin":
                 yield [f"np.copyto({kind[1]}, {p.value_of(n)})  # {comment_text(n.name)}: "
                        f"beside a column of ones (folded biases)"]
-            elif kind[0] in ("reduce", "reduce_all"):
+            elif kind[0] in ("reduce", "reduce_all", "dot"):
                 x = n.inputs[0]
                 from ..ops import shapes
                 axes = shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)
@@ -1037,7 +1064,11 @@ class _Texts:
                     scale = f" / ({' * '.join(dims)})" if len(dims) > 1 else f" / {dims[0]}"
                     if dims and all(d != "_B" for d in dims):
                         scale = f" / {int(np.prod([x.shape[a] for a in axes]))}"
-                if kind[0] == "reduce_all":
+                if kind[0] == "dot":
+                    a, b = (p.value_of(i) for i in kind[1].inputs)
+                    yield [f"{p.namer(n)} = np.vdot({a}, {b}){scale}  " + p.note(
+                        n, f" (fused: {comment_text(kind[1].name)}=mul)")]
+                elif kind[0] == "reduce_all":
                     ident = p.namer(n)
                     yield [f"{ident} = np.add.reduce({p.value_of(x)}, {ax}){scale}  " + p.note(n)]
                 else:

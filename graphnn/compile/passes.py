@@ -52,22 +52,26 @@ def rebuild(fn: Function, rewrite: Callable[[Node, list[Node], Graph], Node | No
     dst.values = src.values  # same parameter arrays (programs read them at call time)
     m: dict[int, Node] = {}
     cut = {id(n) for n in fn.cut}
+    saved = dst._scope, dst._role
     for node in fn.order():
-        with dst.provenance(scope=node.scope, role=node.role):
-            if node.is_leaf or id(node) in cut:
-                if id(node) in cut and not node.is_leaf:
-                    new = dst._leaf("input", node.name, node.shape, node.dtype)
-                elif node.op == "const":  # folded constants may have taken its auto name
-                    name = node.name if node.name not in dst else dst._auto_name("const")
-                    new = dst._leaf("const", name, node.shape, node.dtype, value=node.value)
-                else:
-                    new = dst._leaf(node.op, node.name, node.shape, node.dtype)
+        # each node keeps its provenance (set directly: a context manager per node
+        # was a tenth of a rebuild)
+        dst._scope, dst._role = ([node.scope] if node.scope else []), [node.role]
+        if node.is_leaf or id(node) in cut:
+            if id(node) in cut and not node.is_leaf:
+                new = dst._leaf("input", node.name, node.shape, node.dtype)
+            elif node.op == "const":  # folded constants may have taken its auto name
+                name = node.name if node.name not in dst else dst._auto_name("const")
+                new = dst._leaf("const", name, node.shape, node.dtype, value=node.value)
             else:
-                ins = [m[id(i)] for i in node.inputs]
-                new = rewrite(node, ins, dst)
-                if new is None:
-                    new = _copy(dst, node, ins)
+                new = dst._leaf(node.op, node.name, node.shape, node.dtype)
+        else:
+            ins = [m[id(i)] for i in node.inputs]
+            new = rewrite(node, ins, dst)
+            if new is None:
+                new = _copy(dst, node, ins)
         m[id(node)] = new
+    dst._scope, dst._role = saved
     return Function(dst, [m[id(o)] for o in fn.outputs],
                     [(m[id(p)], m[id(v)]) for p, v in fn.updates],
                     [m[id(c)] for c in fn.cut])

@@ -108,6 +108,10 @@ def reshape(x: Node, shape, name=None) -> Node:
             if known == 0 or x.size % known:
                 raise ShapeError(f"reshape {x.name!r}: cannot reshape {x.shape} into {shape}")
             shape = tuple(x.size // known if d == -1 else d for d in shape)
+    if x.op == "const" and name is None and None not in shape and x.size == int(np.prod(shape)):
+        # a constant reshaped is a constant (the backward seed 1.0 is reshaped so): folding
+        # it here saves the compiler a whole-graph rebuild for one tiny fold
+        return x.graph.const(None, x.value.reshape(shape))
     return apply("reshape", [x], name=name, shape=shape)
 
 
