@@ -52,6 +52,21 @@ def _threads_from_argv(argv) -> int:
 
 
 THREADS = _threads_from_argv(sys.argv)
+
+
+def pin_cpu() -> int | None:
+    """Pin this process to one CPU, the same for every worker (the last one allowed).
+
+    On a small shared machine the scheduler keeps a process on one core; a worker
+    sharing its core with someone else's busy process would run slower for the
+    whole benchmark. Pinned to one core, the implementations meet the same
+    conditions, and the interleaved rounds spread what load there is evenly."""
+    try:
+        cpu = max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return cpu
+    except (AttributeError, OSError):
+        return None
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
              "NUMEXPR_MAX_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
@@ -342,11 +357,14 @@ def main(argv=None):
     rounds = 5 if a.quick else 21
     only = [s for s in a.only.split(",") if s]
     report = {"machine": machine(), "method": {
-        "rounds": rounds, "block_seconds": BLOCK_S, "statistic": "median over interleaved rounds",
+        "rounds": rounds, "block_seconds": BLOCK_S, "threads_note": "one CPU, pinned", "statistic": "median over interleaved rounds",
         "ratio": "time per step / hand-written NumPy time per step (lower is better)",
         "dtype": "float64", "threads": THREADS,
         "processes": "steps: one worker process per implementation, rounds interleaved by the "
                      "parent; steps_same_process: every framework in one process"}}
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cpu = pin_cpu()  # workers inherit the affinity
+    report["method"]["pinned_cpu"] = cpu
     report["steps"] = bench_steps_isolated(only, rounds)
     if not a.no_same_process:
         print("\nThe same, every framework in this one process:", flush=True)
@@ -357,6 +375,8 @@ def main(argv=None):
     if "steps_same_process" in report:
         print("\nThe same, all frameworks in one process:")
         print(table(report["steps_same_process"]))
+    if allowed is not None:  # compilers may use several threads: no pinning there
+        os.sched_setaffinity(0, allowed)
     if not a.no_compile:
         print("\nCompile time of the deep training step (fresh process per sample):", flush=True)
         report["compile"] = bench_compile(1 if a.quick else 3, peers=not a.quick)
