@@ -32,7 +32,7 @@ from ..graph import Node, fmt_type
 from ..ops.registry import get_op
 from . import fusion, memory
 from .passes import Function
-from .printer import Namer, comment_text, literal
+from .printer import RUN_SOURCE, Namer, comment_text, helper_source, literal
 
 _VIEW_OPS = ("stop_gradient",)
 _BROADCAST = ("broadcast_like", "broadcast_to")
@@ -328,7 +328,7 @@ class FastPrinter:
             "# chains are fused; parameter updates run on flat buffers (see graphnn/compile/fast.py).",
             "import math", "", "import numpy as np", "",
         ]
-        helpers = self._helper_source()
+        helpers = helper_source(self.helpers)
         if helpers:
             lines += sum(([h, "", ""] for h in helpers), [])
         lines += self.consts
@@ -396,7 +396,7 @@ class FastPrinter:
                 v = f"{v}.copy()"
             outs.append(v)
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
-        lines += ["", ""] + self._adopt_source(args, arg_ids) + self._run_source()
+        lines += ["", ""] + self._adopt_source(args, arg_ids) + RUN_SOURCE
         return "\n".join(lines), line_nodes
 
     def _fill(self, text: str, node: Node) -> str:
@@ -954,23 +954,6 @@ class FastPrinter:
         return "{" + str(id(n)) + "}"
 
     # -- module parts ----------------------------------------------------------------------------------
-    def _helper_source(self):
-        if not self.helpers:
-            return []
-        import inspect
-        from . import runtime
-        seen, src = set(), []
-        for h in self.helpers:
-            for obj in runtime.HELPERS[h]:
-                if id(obj) in seen:
-                    continue
-                seen.add(id(obj))
-                if callable(obj) and inspect.isfunction(obj):
-                    src.append(inspect.getsource(obj).rstrip())
-                else:
-                    src.append("_erf_scalar = np.frompyfunc(math.erf, 1, 1)")
-        return src
-
     def _adopt_source(self, args, arg_ids):
         # table-driven (not one statement per parameter): a depth-1024 step has 2048
         # parameters, and Python's compiler is slow on long straight-line module code
@@ -997,23 +980,6 @@ class FastPrinter:
                "        np.copyto(args[k], view)",
                "    return result"]
         return out + ["", ""]
-
-    def _run_source(self):
-        return ["def run(**feeds):",
-                '    """Run the program with inputs (and optionally parameters) by graph name."""',
-                "    unknown = set(feeds) - set(ARGS)",
-                "    if unknown:",
-                "        raise TypeError(f'unknown feed(s) {sorted(unknown)}; expected {list(ARGS)}')",
-                "    args = []",
-                "    for name in ARGS:",
-                "        if name in feeds:",
-                "            args.append(feeds[name])",
-                "        elif name in PARAMS:",
-                "            args.append(PARAMS[name])",
-                "        else:",
-                "            raise TypeError(f'missing feed {name!r}')",
-                "    return step(*args)",
-                ""]
 
 
 class _Texts:

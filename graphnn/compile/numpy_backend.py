@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..graph import fmt_type
-from .printer import Printer, comment_text
+from .printer import RUN_SOURCE, Printer, comment_text
 
 
 class NumPyPrinter(Printer):
@@ -56,19 +56,5 @@ class NumPyPrinter(Printer):
             line_nodes[len(lines)] = v
         ret = ", ".join(out_vals) + ("," if len(out_vals) == 1 else "")
         lines.append(f"    return ({ret})")
-        lines += ["", "", "def run(**feeds):",
-                  '    """Run the program with inputs (and optionally parameters) by graph name."""',
-                  "    unknown = set(feeds) - set(ARGS)",
-                  "    if unknown:",
-                  "        raise TypeError(f'unknown feed(s) {sorted(unknown)}; expected {list(ARGS)}')",
-                  "    args = []",
-                  "    for name in ARGS:",
-                  "        if name in feeds:",
-                  "            args.append(feeds[name])",
-                  "        elif name in PARAMS:",
-                  "            args.append(PARAMS[name])",
-                  "        else:",
-                  "            raise TypeError(f'missing feed {name!r}')",
-                  "    return step(*args)",
-                  ""]
+        lines += ["", "", *RUN_SOURCE]
         return "\n".join(lines), line_nodes

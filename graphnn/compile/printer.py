@@ -145,17 +145,42 @@ class Printer:
         return out
 
     def helper_source(self) -> list[str]:
-        if not self.helpers:
-            return []
-        from . import runtime
-        seen, src = set(), []
-        for h in self.helpers:
-            for obj in runtime.HELPERS[h]:
-                if id(obj) in seen:
-                    continue
-                seen.add(id(obj))
-                if callable(obj) and inspect.isfunction(obj):
-                    src.append(inspect.getsource(obj).rstrip())
-                else:  # a ufunc built at import
-                    src.append("_erf_scalar = np.frompyfunc(math.erf, 1, 1)")
-        return src
+        return helper_source(self.helpers)
+
+
+def helper_source(helpers) -> list[str]:
+    """Source text of the runtime helpers a program calls (copied in: programs stand alone)."""
+    if not helpers:
+        return []
+    from . import runtime
+    seen, src = set(), []
+    for h in helpers:
+        for obj in runtime.HELPERS[h]:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if inspect.isfunction(obj):
+                src.append(inspect.getsource(obj).rstrip())
+            else:  # the ufunc built at import
+                src.append("_erf_scalar = np.frompyfunc(math.erf, 1, 1)")
+    return src
+
+
+# `run(**feeds)`: feeds by graph name, parameters defaulting to PARAMS (every program has it)
+RUN_SOURCE = [
+    "def run(**feeds):",
+    '    """Run the program with inputs (and optionally parameters) by graph name."""',
+    "    unknown = set(feeds) - set(ARGS)",
+    "    if unknown:",
+    "        raise TypeError(f'unknown feed(s) {sorted(unknown)}; expected {list(ARGS)}')",
+    "    args = []",
+    "    for name in ARGS:",
+    "        if name in feeds:",
+    "            args.append(feeds[name])",
+    "        elif name in PARAMS:",
+    "            args.append(PARAMS[name])",
+    "        else:",
+    "            raise TypeError(f'missing feed {name!r}')",
+    "    return step(*args)",
+    "",
+]
