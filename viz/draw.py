@@ -28,6 +28,7 @@ class DrawInfo:
     boxes: int = 0                     # boxes drawn (after collapsing)
     depth: int | None = None
     collapsed: bool = False
+    hidden_const_edges: int = 0   # constant -> collapsed-box edges left out of the picture
     note: str | None = None
     flags: list = field(default_factory=list)
     check_failed: list = field(default_factory=list)
@@ -305,6 +306,11 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
                 continue
             a, b = end(u), end(v)
             if a == b:
+                continue
+            if u.op == "const" and (id(u) in p.unit_of or id(v) in p.unit_of):
+                # in a collapsed view a shared constant (0.5, the loss seed...) would send an
+                # edge into every box it feeds: thousands of edges, no information
+                info.hidden_const_edges += 1
                 continue
             norm = None
             if gr is not None and v.role == "forward":
