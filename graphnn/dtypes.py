@@ -28,6 +28,9 @@ def is_float(dtype) -> bool:
 
 def result_float(*dtypes) -> np.dtype:
     """Float result of combining dtypes (ints promote to the float among them, else float64)."""
+    first = dtypes[0] if dtypes else None
+    if isinstance(first, np.dtype) and first.kind == "f" and all(d is first for d in dtypes):
+        return first  # the common case: one float dtype throughout
     floats = [np.dtype(d) for d in dtypes if is_float(d)]
     if not floats:
         return np.dtype("float64")

@@ -167,13 +167,33 @@ class Node:
 
 
 def _api():
-    from .ops import api
-    return api
+    global _api_module
+    if _api_module is None:  # graph.py is imported by the ops: bound on first use
+        from .ops import api
+        _api_module = api
+    return _api_module
+
+
+_api_module = None
+
+
+def _get_op():
+    """registry.get_op (graph.py is imported by the registry's modules: bound on first use)."""
+    global _get_op_fn
+    if _get_op_fn is None:
+        from .ops.registry import get_op
+        _get_op_fn = get_op
+    return _get_op_fn
+
+
+_get_op_fn = None
 
 
 def _attr_key(value):
     """A hashable, order-stable form of an attribute value (for interning)."""
     if isinstance(value, dict):
+        if not value:
+            return ()
         return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return tuple(_attr_key(v) for v in value)
@@ -292,9 +312,8 @@ class Graph:
     def apply(self, op: str, inputs: Sequence[Node], attrs: dict[str, Any] | None = None,
               name: str | None = None) -> Node:
         """Build (or find, if interned) the node `op(*inputs, **attrs)`."""
-        from .ops.registry import get_op
-        opdef = get_op(op)
-        attrs = opdef.check_attrs(dict(attrs or {}))
+        opdef = _get_op()(op)
+        attrs = opdef.check_attrs(dict(attrs) if attrs else {})
         inputs = tuple(inputs)
         for i in inputs:
             if not isinstance(i, Node):

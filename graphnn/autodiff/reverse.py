@@ -37,15 +37,21 @@ def adjoints(y: Node, wrt: Sequence[Node], cotangent: Node,
     order = g.ancestors([y])
     relevant = g.descendants_of(wrt, order)
     adj: dict[int, Node] = {id(y): cotangent}
-    for node in reversed(order):
-        ct = adj.get(id(node))
-        if ct is None or not node.inputs:
-            continue
-        needs = [id(i) in relevant for i in node.inputs]
-        if not any(needs):
-            continue
-        opdef = get_op(node.op)
-        with g.provenance(scope=node.scope, role="backward"):
+    # the nodes built for each node get its scope and the role "backward"; set directly
+    # (what g.provenance(scope=node.scope, role="backward") does, without a context
+    # manager per node) and restored however the walk ends
+    saved_scope = g._scope
+    g._role.append("backward")
+    try:
+        for node in reversed(order):
+            ct = adj.get(id(node))
+            if ct is None or not node.inputs:
+                continue
+            needs = [id(i) in relevant for i in node.inputs]
+            if not any(needs):
+                continue
+            opdef = get_op(node.op)
+            g._scope = [node.scope] if node.scope else []
             grads = opdef.vjp(node, ct, needs)
             for k, (inp, gi, need) in enumerate(zip(node.inputs, grads, needs)):
                 if gi is None or not need:
@@ -57,6 +63,9 @@ def adjoints(y: Node, wrt: Sequence[Node], cotangent: Node,
                     edges[(id(inp), id(node), k)] = gi
                 prev = adj.get(id(inp))
                 adj[id(inp)] = gi if prev is None else prev + gi
+    finally:
+        g._scope = saved_scope
+        g._role.pop()
     return adj
 
 

@@ -199,8 +199,10 @@ def common_subexpressions(fn: Function) -> Function:
     this pass matters for graphs loaded from files or assembled by hand."""
     seen = set()
     for n in fn.order():
-        key = (n.op, tuple(id(i) for i in n.inputs), repr(sorted(n.attrs.items())))
-        if n.inputs and key in seen:
+        if not n.inputs:  # leaves are distinct nodes by construction
+            continue
+        key = (n.op, tuple(map(id, n.inputs)), repr(sorted(n.attrs.items())) if n.attrs else ())
+        if key in seen:
             return rebuild(fn, lambda node, ins, g: None)
         seen.add(key)
     return fn

@@ -31,7 +31,8 @@ def content_hash(fn: Function, backend: str, extra: str = "") -> str:
     for k, n in enumerate(fn.order()):
         pos[id(n)] = k
         ins = [] if id(n) in cut else [pos[id(i)] for i in n.inputs]
-        h.update(repr((n.name, n.op, sorted(n.attrs.items(), key=lambda kv: kv[0]), n.shape,
+        attrs = sorted(n.attrs.items(), key=lambda kv: kv[0]) if n.attrs else []
+        h.update(repr((n.name, n.op, attrs, n.shape,
                        n.dtype.str, ins, n.scope, n.role, id(n) in cut)).encode())
         if n.op == "const":
             h.update(n.value.tobytes())

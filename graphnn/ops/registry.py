@@ -105,6 +105,8 @@ class OpDef:
     doc: str = ""
 
     def check_attrs(self, attrs: dict) -> dict:
+        if not attrs and not self.attrs:
+            return {}
         unknown = set(attrs) - set(self.attrs)
         if unknown:
             raise GraphError(f"op {self.name!r} has no attribute(s) {sorted(unknown)}; "
@@ -128,13 +130,14 @@ class OpDef:
         return f"{self.name}({', '.join(names)})"
 
     def infer(self, inputs, attrs, node_name: str):
-        where = f"{self.name} {node_name!r} ({self.describe([i.name for i in inputs], attrs)})"
+        def where():  # only built for an error message
+            return f"{self.name} {node_name!r} ({self.describe([i.name for i in inputs], attrs)})"
         if self.arity is not None and len(inputs) != self.arity:
-            raise ShapeError(f"{where}: takes {self.arity} input(s), got {len(inputs)}")
+            raise ShapeError(f"{where()}: takes {self.arity} input(s), got {len(inputs)}")
         try:
             shape, dtype = self.infer_fn(inputs, attrs)
         except Mismatch as e:
-            raise ShapeError(f"{where}: {e}") from None
+            raise ShapeError(f"{where()}: {e}") from None
         return tuple(shape), np.dtype(dtype)
 
 

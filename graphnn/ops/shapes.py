@@ -13,6 +13,9 @@ def broadcast(*shapes):
 
     None broadcasts with None and with 1; None against a fixed size > 1 is refused
     (it would only work for one batch size)."""
+    first = shapes[0] if shapes else ()
+    if all(s == first for s in shapes):  # the common case: nothing to broadcast
+        return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for axis in range(ndim):
