@@ -21,8 +21,10 @@ works (they are copied in and the results copied back).
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 
 import numpy as np
 import sympy as sp
@@ -51,10 +53,17 @@ def _shape_code(shape, batch="B") -> str:
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
+@functools.lru_cache(maxsize=64)
+def _dname(dtype: np.dtype) -> str:
+    """dtype.name, remembered (NumPy works it out in Python at every access)."""
+    return dtype.name
+
+
 def _tag(shape) -> str:
     return "x".join("B" if d is None else str(d) for d in shape) or "s"
 
 
+_IDENT = re.compile(r"\b_g_\w+")  # names of gradient views (see _drop_unread_views)
 _EXPR_CACHE: dict = {}
 _EMIT_CACHE: dict = {}
 
@@ -75,6 +84,7 @@ class FastPrinter:
         self.helpers: list[str] = []
         self.consts: list[str] = []
         self.globals_: list[str] = []    # module-level lines (flat buffers, views)
+        self.optional_views: dict[str, str] = {}  # line -> the view it defines, left out if unread
         self.alloc_lines: list[str] = []
         self.temps: dict[tuple, str] = {}
         self.batch_consts: list[Node] = []
@@ -356,14 +366,14 @@ class FastPrinter:
             from ..ops import shapes
             dims = ["B" if x.shape[a] is None else str(x.shape[a])
                     for a in shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)]
-            lines.append(f"    {self.namer(n)} = np.{n.dtype.name}({' * '.join(dims) or '1'})  "
+            lines.append(f"    {self.namer(n)} = np.{_dname(n.dtype)}({' * '.join(dims) or '1'})  "
                          + self.note(n))
         for (shape, dtype, k), t in self.temps.items():
             lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
         for aug, view, h in self.augs:
             k = h.shape[1]
             lines.append(f"    {aug} = np.ones({_shape_code((h.shape[0], k + 1))}, "
-                         f"dtype=np.{h.dtype.name})  # [{comment_text(h.name)}, 1]: folded biases")
+                         f"dtype=np.{_dname(h.dtype)})  # [{comment_text(h.name)}, 1]: folded biases")
             lines.append(f"    {view} = {aug}[:, :{k}]")
         lines += ["", ""]
         if batch_arg is None:
@@ -381,7 +391,8 @@ class FastPrinter:
             a, d = batch_arg
             lines.append(f"    if {self.namer(a)}.shape[{d}] != _B:")
             lines.append(f"        _alloc({self.namer(a)}.shape[{d}])")
-        line_nodes = {}
+        lines = "\n".join(lines).split("\n")  # helpers (and array constants) span lines:
+        line_nodes = {}  # numbered from here on, one entry per line
         for (st, node), text in zip(statements, texts):
             for t in text:
                 lines.append("    " + self._fill(t, node))
@@ -397,7 +408,23 @@ class FastPrinter:
             outs.append(v)
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
         lines += ["", ""] + self._adopt_source(args, arg_ids) + RUN_SOURCE
-        return "\n".join(lines), line_nodes
+        return self._drop_unread_views(lines, line_nodes)
+
+    def _drop_unread_views(self, lines, line_nodes):
+        """Leave out gradient views no other line names: a gradient computed into a
+        bias-folded view `[gW; gb]` is never read on its own (a depth-128 step had 256
+        such lines, a tenth of the module Python compiles)."""
+        text = "\n".join(lines)
+        if not self.optional_views:
+            return text, line_nodes
+        named = Counter(_IDENT.findall(text))
+        drop = {ln for ln, v in self.optional_views.items() if named[v] < 2}
+        if not drop:
+            return text, line_nodes
+        first_body = min(line_nodes, default=len(lines) + 1)  # views are all above it
+        kept = [ln for k, ln in enumerate(lines) if k + 1 >= first_body or ln not in drop]
+        shift = len(lines) - len(kept)
+        return "\n".join(kept), {ln - shift: n for ln, n in line_nodes.items()}
 
     def _fill(self, text: str, node: Node) -> str:
         return text
@@ -465,7 +492,7 @@ class FastPrinter:
             if id(n) in fold_of_a:
                 f = fold_of_a[id(n)]
                 st = memory.Statement(uses=[id(f["h"])], defines=[memory.Request(
-                    id(n), n.shape, n.dtype.name, fixed=self.fixed_buffer.get(id(n)))])
+                    id(n), n.shape, _dname(n.dtype), fixed=self.fixed_buffer.get(id(n)))])
                 entries.append((st, n, ("affine", f)))
                 continue
             if id(n) in fold_of_grad:
@@ -474,7 +501,7 @@ class FastPrinter:
                     continue
                 f["grad_printed"] = True
                 st = memory.Statement(uses=[id(f["h"]), id(self.source_of(f["dz"]))], defines=[
-                    memory.Request(id(f[r]), f[r].shape, f[r].dtype.name,
+                    memory.Request(id(f[r]), f[r].shape, _dname(f[r].dtype),
                                    fixed=self.fixed_buffer[id(f[r])]) for r in ("gW", "gb")])
                 entries.append((st, n, ("affine_grad", f)))
                 continue
@@ -488,20 +515,20 @@ class FastPrinter:
                 expr, leaves = self.group_expr(n)
                 st.uses = [id(l) for l in leaves]
                 if id(n) not in self.outputs:
-                    st.defines = [memory.Request(id(n), n.shape, n.dtype.name,
+                    st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype),
                                                  may_alias=tuple(id(l) for l in leaves
                                                                  if l.shape == n.shape and l.dtype == n.dtype),
                                                  fixed=fixed)]
                 else:
-                    st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                    st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed)]
                 entries.append((st, n, ("ew", expr, leaves)))
             elif n.op == "matmul" and n.shape != () and n.inputs[0].ndim >= 1:
                 st.uses = [id(self.source_of(i)) for i in n.inputs]
-                st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed)]
                 entries.append((st, n, ("matmul",)))
             elif n.op in ("sum", "mean") and n.shape != ():
                 st.uses = [id(self.source_of(n.inputs[0]))]
-                st.defines = [memory.Request(id(n), n.shape, n.dtype.name, fixed=fixed)]
+                st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed)]
                 entries.append((st, n, ("reduce",)))
             elif id(n) in self.dots and fixed is None:
                 st.uses = [id(self.source_of(i)) for i in self.dots[id(n)].inputs]
@@ -654,12 +681,12 @@ class FastPrinter:
                 tuple(sorted((s.name, c) for s, c in shapes.items())))
         hit = _EMIT_CACHE.get(ekey)
         if hit is None:
-            hit = _EMIT_CACHE[ekey] = fusion.emit(expr, shapes, root.dtype.name, alias_sym)
+            hit = _EMIT_CACHE[ekey] = fusion.emit(expr, shapes, _dname(root.dtype), alias_sym)
         lines, n_t, n_b = hit
         fmt = dict(names)
         fmt["OUT"] = out
         for k in range(n_t):
-            fmt[f"T{k}"] = self.temp(root.shape, root.dtype.name, k)
+            fmt[f"T{k}"] = self.temp(root.shape, _dname(root.dtype), k)
         for k in range(n_b):
             fmt[f"B{k}"] = self.temp(root.shape, "bool", k)
         return [ln.format(**fmt) for ln in lines]
@@ -755,13 +782,13 @@ class FastPrinter:
             ms = grp["members"]
             m0 = ms[0]
             flat = _flat_group(ms)
-            dtype = m0["nodes"][0].dtype.name
+            dtype = _dname(m0["nodes"][0].dtype)
             if not flat:
                 for m in ms:
                     self._emit_component(m, {id(l): None for l in m["leaves"]}, None, dtype,
                                          written_in_place)
                 continue
-            sizes = [int(np.prod(m["shape"], dtype=np.int64)) for m in ms]
+            sizes = [math.prod(m["shape"]) for m in ms]
             total = sum(sizes)
             offs = np.concatenate([[0], np.cumsum(sizes)]).tolist()
             names: dict = {}
@@ -770,11 +797,14 @@ class FastPrinter:
             self.globals_.append(f"# group {gi}: {len(ms)} parameters updated by the same rule "
                                  f"({' · '.join(sorted({n.op for n in m0['nodes']}))}), {total} elements")
 
-            def flat_buffer(tag, views):
+            def flat_buffer(tag, views, optional=False):
                 fname = self.claim(f"_flat{label}_{tag}")
                 self.globals_.append(f"{fname} = np.zeros({total}, dtype=np.{dtype})")
                 for (vname, shape), a, b in zip(views, offs[:-1], offs[1:]):
-                    self.globals_.append(f"{vname} = {fname}[{a}:{b}].reshape({_shape_code(shape)})")
+                    line = f"{vname} = {fname}[{a}:{b}].reshape({_shape_code(shape)})"
+                    if optional:
+                        self.optional_views[line] = vname
+                    self.globals_.append(line)
                 return fname
 
             slot_names = {}
@@ -789,7 +819,7 @@ class FastPrinter:
                 elif kind[0] == "f":
                     ls = [m["leaves"][k] for m in ms]
                     views = [(self.claim(f"_g_{self.namer(l)}"), l.shape) for l in ls]
-                    fname = flat_buffer(f"leaf{k}", views)
+                    fname = flat_buffer(f"leaf{k}", views, optional=True)
                     slot_names[k] = fname
                     seen = set()
                     for l, (vname, _) in zip(ls, views):
@@ -1079,7 +1109,6 @@ def _fused_note(p: FastPrinter, n: Node) -> str:
 
 
 def _late(p: FastPrinter, text: str) -> str:
-    import re
     return re.sub(r"\{(\d+)\}", lambda m: p.value_of(_node_by_id(p, int(m.group(1)))), text)
 
 

@@ -46,7 +46,8 @@ class NumPyPrinter(Printer):
         for a, ident in zip(args, arg_ids):
             note = f"'{comment_text(a.name)}'" if ident != a.name else ""
             lines.append(f"    # {ident}: {fmt_type(a)} {a.op} {note}".rstrip())
-        line_nodes = {}
+        lines = "\n".join(lines).split("\n")  # helpers (and array constants) span lines:
+        line_nodes = {}  # numbered from here on, one entry per line
         for stmt, node in body:
             lines.append("    " + stmt)
             line_nodes[len(lines)] = node
