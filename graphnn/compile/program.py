@@ -5,6 +5,7 @@ import builtins
 import gc
 import hashlib
 import linecache
+import marshal
 import os
 import sys
 import tempfile
@@ -28,16 +29,21 @@ def content_hash(fn: Function, backend: str, extra: str = "") -> str:
     h.update(f"{backend}|{extra}|{fn.graph.name}".encode())
     pos = {}
     cut = {id(c) for c in fn.cut}  # fed, not computed: their inputs are not in the order
+    rows = []
     for k, n in enumerate(fn.order()):
         pos[id(n)] = k
         ins = [] if id(n) in cut else [pos[id(i)] for i in n.inputs]
         attrs = sorted(n.attrs.items(), key=lambda kv: kv[0]) if n.attrs else []
-        h.update(repr((n.name, n.op, attrs, n.shape,
-                       n.dtype.str, ins, n.scope, n.role, id(n) in cut)).encode())
+        rows.append((n.name, n.op, attrs, n.shape, n.dtype.str, ins, n.scope, n.role, id(n) in cut))
         if n.op == "const":
-            h.update(n.value.tobytes())
+            rows.append(n.value.tobytes())
     for group in (fn.outputs, [p for p, _ in fn.updates], [v for _, v in fn.updates], fn.cut):
-        h.update(repr([pos[id(n)] for n in group]).encode())
+        rows.append([pos[id(n)] for n in group])
+    try:  # one C call for the whole graph; version 2 writes values only (no back-references)
+        data = marshal.dumps(rows, 2)
+    except ValueError:  # an attribute marshal cannot write (e.g. an array): its repr
+        data = repr(rows).encode()
+    h.update(data)
     return h.hexdigest()
 
 
