@@ -10,9 +10,12 @@ _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64",
 ALLOWED = {"float64", "float32", "int64", "int32", "bool"}
 
 
+_ALLOWED_DTYPES = frozenset(np.dtype(n) for n in ALLOWED)
+
+
 def as_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt.name not in ALLOWED:
+    if dt not in _ALLOWED_DTYPES and dt.name not in ALLOWED:  # (dtype.name is slow to ask)
         raise TypeError(f"unsupported dtype {dt.name!r}; use one of {sorted(ALLOWED)}")
     return dt
 
