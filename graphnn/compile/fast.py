@@ -34,7 +34,7 @@ from ..graph import Node, fmt_type
 from ..ops.registry import get_op
 from . import fusion, memory
 from .passes import Function
-from .printer import RUN_SOURCE, Namer, comment_text, helper_source, literal
+from .printer import RUN_SOURCE, Namer, comment_text, const_definition, helper_source, literal
 
 _VIEW_OPS = ("stop_gradient",)
 _BROADCAST = ("broadcast_like", "broadcast_to")
@@ -447,11 +447,7 @@ class FastPrinter:
     def const_name(self, node: Node) -> str:
         ident = self.namer(node)
         if ident not in {c.split(" = ")[0] for c in self.consts}:
-            arr = node.value
-            body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
-                                   max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
-            self.consts.append(f"{ident} = np.array({body}, dtype=np.{arr.dtype.name})"
-                               f"  # const {comment_text(node.name)} {fmt_type(node)}")
+            self.consts.append(const_definition(ident, node))
         return ident
 
     def note(self, n: Node, extra: str = "") -> str:

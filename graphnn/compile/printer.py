@@ -67,6 +67,15 @@ def literal(value: np.ndarray) -> str:
     return repr(v)
 
 
+def const_definition(ident: str, node: Node, alias: str = "np") -> str:
+    """The module-level line defining an array constant (values printed to round-trip exactly)."""
+    arr = node.value
+    body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
+                           max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
+    return (f"{ident} = {alias}.array({body}, dtype={alias}.{arr.dtype.name})"
+            f"  # const {comment_text(node.name)} {fmt_type(node)}")
+
+
 class Printer:
     """Walks a Function; subclasses spell nodes for one target language/library."""
 
@@ -113,11 +122,7 @@ class Printer:
     def const_name(self, node: Node) -> str:
         ident = self.namer(node)
         if ident not in {c.split(" = ")[0] for c in self.consts}:
-            arr = node.value
-            body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
-                                   max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
-            self.consts.append(f"{ident} = {self.alias}.array({body}, dtype={self.alias}.{arr.dtype.name})"
-                               f"  # const {comment_text(node.name)} {fmt_type(node)}")
+            self.consts.append(const_definition(ident, node, self.alias))
         return ident
 
     def statement(self, node: Node) -> str:

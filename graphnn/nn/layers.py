@@ -597,17 +597,21 @@ def _normalize(x: Node, axes: tuple, eps: float) -> Node:
     return d / api.sqrt(api.mean(d * d, axis=axes, keepdims=True) + eps)
 
 
-class LayerNorm(Layer):
-    """(x - mean) / sqrt(var + eps) over the last axis (biased variance, as torch),
-    then * gamma + beta (per feature) when `affine`."""
-
-    kind = "ln"
+class _Norm(Layer):
+    """Shared constructor of the normalization layers."""
 
     def __init__(self, eps: float = 1e-5, affine: bool = True, name: str | None = None):
         super().__init__(name)
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise GraphError(f"LayerNorm: eps must be a number >= 0, got {eps!r}")
+            raise GraphError(f"{type(self).__name__}: eps must be a number >= 0, got {eps!r}")
         self.eps, self.affine, self.features = float(eps), bool(affine), None
+
+
+class LayerNorm(_Norm):
+    """(x - mean) / sqrt(var + eps) over the last axis (biased variance, as torch),
+    then * gamma + beta (per feature) when `affine`."""
+
+    kind = "ln"
 
     def forward(self, x: Node) -> Node:
         self._ndim(x, range(1, 64), "at least 1-d (..., features)")
@@ -618,7 +622,7 @@ class LayerNorm(Layer):
         return y
 
 
-class BatchNorm(Layer):
+class BatchNorm(_Norm):
     """Training-mode batch normalization (torch BatchNorm1d/2d with track_running_stats
     off): statistics over the batch axis 0 (and the spatial axes of (N, C, L) and
     (N, C, H, W) inputs), biased variance; per-feature gamma, beta when `affine`.
@@ -626,12 +630,6 @@ class BatchNorm(Layer):
     inference are not kept."""
 
     kind = "bn"
-
-    def __init__(self, eps: float = 1e-5, affine: bool = True, name: str | None = None):
-        super().__init__(name)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise GraphError(f"BatchNorm: eps must be a number >= 0, got {eps!r}")
-        self.eps, self.affine, self.features = float(eps), bool(affine), None
 
     def forward(self, x: Node) -> Node:
         self._ndim(x, (2, 3, 4), "(N, C), (N, C, L) or (N, C, H, W)")
