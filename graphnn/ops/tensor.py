@@ -598,8 +598,21 @@ register(OpDef(
     sym=_sym_conv(lambda rt, x, w, n, at: rt._conv2d(x, w, at["stride"], at["padding"]))))
 
 
+def _check_adjoint(x, w_shape, g, attrs):
+    """The cotangent `g` must be shaped like conv2d(x, w) for the adjoint ops to make sense."""
+    if len(x) != 4 or len(g) != 4 or len(w_shape) != 4:
+        raise Mismatch(f"want 4-d x, w and cotangent, got {fmt(x)}, {fmt(w_shape)}, {fmt(g)}")
+    (sh, sw), (ph, pw) = attrs["stride"], attrs["padding"]
+    expect = (x[0], w_shape[0], _conv_out(x[2], w_shape[2], sh, ph), _conv_out(x[3], w_shape[3], sw, pw))
+    if x[1] != w_shape[1] or any(a is not None and b is not None and a != b for a, b in zip(g, expect)) \
+            or (g[0] is None) != (x[0] is None):
+        raise Mismatch(f"cotangent {fmt(g)} does not match conv2d of x {fmt(x)} with w {fmt(w_shape)} "
+                       f"(expected {fmt(expect)})")
+
+
 def _gi_infer(inputs, attrs):
     g, w, like = inputs
+    _check_adjoint(like.shape, w.shape, g.shape, attrs)
     return like.shape, dtypes.result_float(g.dtype, w.dtype)
 
 
@@ -624,7 +637,11 @@ register(OpDef(
 
 def _gw_infer(inputs, attrs):
     x, g = inputs
-    return (g.shape[1], x.shape[1]) + tuple(attrs["kernel"]), dtypes.result_float(x.dtype, g.dtype)
+    if len(g.shape) != 4 or len(x.shape) != 4:
+        raise Mismatch(f"want 4-d x and cotangent, got {fmt(x.shape)} and {fmt(g.shape)}")
+    w_shape = (g.shape[1], x.shape[1]) + tuple(attrs["kernel"])
+    _check_adjoint(x.shape, w_shape, g.shape, attrs)
+    return w_shape, dtypes.result_float(x.dtype, g.dtype)
 
 
 def _gw_vjp(node, ct, needs):
