@@ -538,7 +538,8 @@ def test_shape_errors_become_format_errors_naming_the_node(tmp_path):
 
 
 def test_shape_rule_crash_is_a_format_error(tmp_path):
-    """conv2d_grad_weight's rule indexes its inputs: bad ones must not escape as IndexError."""
+    """Inputs of the wrong rank for conv2d_grad_weight: a FormatError caused by the op's
+    ShapeError (never an IndexError escaping from the rule)."""
     g = gn.Graph("c")
     a = g.input("a", (2,))
     path, _ = file_pair(tmp_path)
@@ -549,7 +550,8 @@ def test_shape_rule_crash_is_a_format_error(tmp_path):
                        "scope": "", "role": "forward"})
     write(path, d)
     err = load_fails(path, "'gw'")
-    assert isinstance(err.__cause__, IndexError)
+    assert isinstance(err.__cause__, gn.ShapeError)
+    assert "want 4-d x and cotangent" in str(err)
 
 
 # -- the .npz ----------------------------------------------------------------------------------
