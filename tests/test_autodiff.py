@@ -194,6 +194,8 @@ GRAD_CASES = [  # (op, id, specs, build, torch_fn, wrt)
     ("matmul", "3d@1d", {"a": ((2, 3, 4), "any"), "b": ((4,), "any")}, lambda a, b: a @ b, torch.matmul, None),
     ("matmul", "batchdim", {"x": ((None, 3), "any"), "w": ((3, 2), "any")}, lambda x, w: x @ w,
      torch.matmul, None),
+    ("batch_guard", "id", {"x": ((None, 3), "any")},
+     lambda x: gn.ops.api.apply("batch_guard", [x], axis=0, size=concrete((None,))[0]), lambda x: x, None),
     ("transpose", "T", {"x": ((2, 3), "any")}, lambda x: x.T, lambda x: x.T, None),
     ("transpose", "axes", {"x": ((2, 3, 4), "any")}, lambda x: x.transpose(2, 0, 1),
      lambda x: x.permute(2, 0, 1), None),

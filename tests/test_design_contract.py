@@ -108,3 +108,19 @@ def test_jacobian_batch_on_one_side_only_is_an_error():
     W = g.param("W", (2, 3))
     with pytest.raises(gn.ShapeError, match="batch"):
         gn.jacobian((x @ W).sum(axis=0), x)
+
+
+def test_symbolic_gradient_refuses_another_batch_size():
+    """A closed form derived for a bound batch reads those samples only: fed a different batch,
+    the program must refuse instead of silently ignoring samples."""
+    g = gn.Graph("bound")
+    x = g.input("x", (None, 2))
+    w = g.param("w", (2, 1))
+    loss = gn.mean(gn.tanh(x @ w) ** 2)
+    dw_s, = gn.grad(loss, [w], mode="symbolic", shapes={"x": (4, 2)})
+    dw, = gn.grad(loss, [w])
+    prog = gn.compile([dw_s, dw])
+    a, b = prog(x=X)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(ValueError, match="batch of 4; got 6"):
+        prog(x=np.ones((6, 2)))

@@ -358,6 +358,9 @@ TENSOR_CASES = [
     ("cast", "float", _cast),
     ("zeros_like", "batch", _simple(gn.zeros_like, [(None, 3)], np.zeros_like)),
     ("stop_gradient", "id", _simple(gn.stop_gradient, [(None, 3)], lambda x: x)),
+    ("batch_guard", "id", lambda c: (lambda x, xv: (gn.ops.api.apply("batch_guard", [x], axis=0,
+                                                                     size=xv.shape[0]), xv))(
+        *c.inp("x", (None, 3)))),
     ("sum", "all", _reduce("sum", (2, 3, 4), None, False)),
     ("sum", "axis0", _reduce("sum", (2, 3, 4), 0, False)),
     ("sum", "axes-keep", _reduce("sum", (2, 3, 4), (0, 2), True)),

@@ -64,6 +64,8 @@ def _builders():
     b["cast"] = (1, lambda d, a: gn.cast(gn.cast(a, "float32"), "float64"))
     b["zeros_like"] = (1, lambda d, a: gn.zeros_like(a) + a)
     b["stop_gradient"] = (1, lambda d, a: gn.stop_gradient(a) * a)
+    b["batch_guard"] = (1, lambda d, a: api.apply("batch_guard", [a], axis=a.shape.index(None), size=B)
+                        if None in a.shape else a)
     b["count"] = (1, lambda d, a: a / gn.count(a, axis=d.draw(st.sampled_from([None, 0]))))
     b["one_hot"] = (1, lambda d, a: gn.one_hot(a.graph.input("labels", (None,), dtype="int64"), 3) * 1.0)
     for red in ("sum", "mean", "max"):

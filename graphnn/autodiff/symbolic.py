@@ -177,6 +177,7 @@ class _Table:
         self.of: dict[sp.Symbol, tuple[Node, tuple]] = {}
         self.names: set[str] = set()
         self.arrays: dict[int, np.ndarray] = {}
+        self.batch: int = 1  # the size a batch (None) axis was bound to
 
     def symbol(self, name: str, node: Node, idx: tuple, integer: bool) -> sp.Symbol:
         while name in self.names:  # e.g. a scalar leaf named like another leaf's element
@@ -427,6 +428,10 @@ class _Converter:
             leaf, idx = hit
             if idx == ():
                 return [], lambda _: leaf
+            if None in leaf.shape:  # the closed form holds for the bound batch size only
+                axis = leaf.shape.index(None)
+                guarded = api.apply("batch_guard", [leaf], axis=axis, size=self.table.batch)
+                return [], lambda _: api.index(guarded, idx)
             return [], lambda _: api.index(leaf, idx)
         if e.is_Number or e.is_NumberSymbol:
             if e is sp.nan:
@@ -664,7 +669,7 @@ def _grad_group(y, ws, cut, shapes, limits, anc, disconnected):
                              "disconnected='zeros' for a zero gradient")
     vals, table = _build([y], shapes, cut=cut, limits=limits, table=table)
     E = vals[id(y)][()]
-    batch = _batch_of(g.ancestors([y], stop=cut), shapes)
+    batch = table.batch = _batch_of(g.ancestors([y], stop=cut), shapes)
     exprs, spans = [], {}
     grad_limit = limits.max_size * GRAD_SIZE_FACTOR
     size = 0

@@ -68,7 +68,16 @@ def _conv2d_grad_input(g, w, like, stride, padding):
     return out[:, :, ph:ph + h, pw:pw + wd]
 
 
+def _batch_guard(x, axis, size):
+    """x unchanged, if its batch axis has the size a closed form was derived for."""
+    if np.shape(x)[axis] != size:
+        raise ValueError(f"this value was derived symbolically for a batch of {size}; "
+                         f"got {np.shape(x)[axis]} (rebuild it with gn.grad(..., shapes=...))")
+    return x
+
+
 HELPERS = {
+    "_batch_guard": [_batch_guard],
     "_erf": [_erf_scalar, _erf],
     "_softmax": [_softmax],
     "_log_softmax": [_log_softmax],

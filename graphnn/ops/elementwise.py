@@ -235,7 +235,13 @@ def _register_spec(spec: ElementwiseSpec, infix=None, doc="") -> OpDef:
 
 @functools.lru_cache(maxsize=None)  # sympy.diff per VJP made deep graphs' gradients slow
 def derivative_expr(spec: ElementwiseSpec, arg: str) -> sp.Expr:
-    d = sp.diff(spec.expr, SYMBOLS[arg])
+    """d expr / d arg, in a form safe to evaluate.
+
+    `powsimp` turns SymPy's `y*x**y/x` (the derivative of x**y, which is 0/0 = nan at
+    x = 0: the gradient of (yhat - y)**2 at a perfect fit) back into `y*x**(y - 1)`;
+    it only merges powers, so it cannot hang like `simplify`. DiracDelta (derivative
+    of sign/Heaviside) is 0 almost everywhere."""
+    d = sp.powsimp(sp.diff(spec.expr, SYMBOLS[arg]))
     return d.replace(sp.DiracDelta, lambda *a: sp.S.Zero)
 
 

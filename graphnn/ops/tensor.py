@@ -197,6 +197,23 @@ register(OpDef(
     jvp=lambda n, t: None, arity=1,
     sym=lambda a, at, n: np.zeros(np.shape(a[0]), dtype=object) * 0))
 
+def _batch_guard_infer(inputs, attrs):
+    x = inputs[0]
+    if not 0 <= attrs["axis"] < x.ndim or x.shape[attrs["axis"]] is not None:
+        raise Mismatch(f"axis {attrs['axis']} of {fmt(x.shape)} is not the batch (None) axis")
+    return x.shape, x.dtype
+
+
+register(OpDef(
+    "batch_guard", _batch_guard_infer,
+    lambda a, at, n: f"_batch_guard({a[0]}, {at['axis']}, {at['size']})",
+    vjp=lambda n, ct, needs: [ct], jvp=lambda n, t: t[0], arity=1,
+    attrs={"axis": attr_int, "size": attr_int}, helpers=("_batch_guard",),
+    sym=lambda a, at, n: a[0],
+    doc="identity that refuses, at run time, a batch size other than the one a symbolic "
+        "closed form was derived for"))
+
+
 register(OpDef(
     "stop_gradient", _same, lambda a, at, n: a[0], vjp=_none(1), jvp=lambda n, t: None,
     arity=1, sym=lambda a, at, n: a[0], doc="identity whose derivative is zero"))
