@@ -510,6 +510,13 @@ def _swap_last(x: Node) -> Node:
 
 
 class _Attention(Layer):
+    def __init__(self, name, init, seed, causal: bool, bias: bool):
+        super().__init__(name, init, seed)
+        self.causal = bool(causal)
+        self.bias = bool(bias)
+        self.in_features = None
+        self.attention: Node | None = None
+
     def _proj(self, x: Node, local: str, n_in: int, n_out: int) -> Node:
         """x @ W<local> (+ b<local>)."""
         y = x @ self.param(f"W{local}", (n_in, n_out), self.init or "xavier_normal")
@@ -528,13 +535,9 @@ class SelfAttention(_Attention):
     def __init__(self, d_model: int, d_k: int | None = None, causal: bool = False,
                  bias: bool = False, init: str | None = None, seed: int | None = None,
                  name: str | None = None):
-        super().__init__(name, init, seed)
+        super().__init__(name, init, seed, causal, bias)
         self.d_model = _check_size(d_model, "SelfAttention: d_model")
         self.d_k = self.d_model if d_k is None else _check_size(d_k, "SelfAttention: d_k")
-        self.causal = bool(causal)
-        self.bias = bool(bias)
-        self.in_features = None
-        self.attention: Node | None = None
 
     def forward(self, x: Node) -> Node:
         self._ndim(x, (3,), "(N, T, d)")
@@ -559,16 +562,12 @@ class MultiHeadAttention(_Attention):
 
     def __init__(self, d_model: int, heads: int, causal: bool = False, bias: bool = True,
                  init: str | None = None, seed: int | None = None, name: str | None = None):
-        super().__init__(name, init, seed)
+        super().__init__(name, init, seed, causal, bias)
         self.d_model = _check_size(d_model, "MultiHeadAttention: d_model")
         self.heads = _check_size(heads, "MultiHeadAttention: heads")
         if self.d_model % self.heads:
             raise ShapeError(f"MultiHeadAttention: d_model={d_model} is not divisible by "
                              f"heads={heads}")
-        self.causal = bool(causal)
-        self.bias = bool(bias)
-        self.in_features = None
-        self.attention: Node | None = None
 
     def forward(self, x: Node) -> Node:
         self._ndim(x, (3,), "(N, T, d)")

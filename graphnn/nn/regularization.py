@@ -85,29 +85,24 @@ def _sum_abs(p: Node) -> Node:
     return api.sum(api.abs(p))
 
 
-class L2(Regularizer):
-    """Ridge: lam / 2 * sum theta^2 (gradient lam * theta)."""
-
+class _OneCoefficient(Regularizer):
     def __init__(self, lam: float, params=None, exclude=()):
         super().__init__(params, exclude)
         self.lam = _coef(lam, "lam")
 
     def _hyper(self):
         return {"lam": self.lam}
+
+
+class L2(_OneCoefficient):
+    """Ridge: lam / 2 * sum theta^2 (gradient lam * theta)."""
 
     def term(self, p):
         return (self.lam / 2) * _sum_sq(p)
 
 
-class L1(Regularizer):
+class L1(_OneCoefficient):
     """Lasso: lam * sum |theta| (gradient lam * sign(theta); drives weights to exactly 0)."""
-
-    def __init__(self, lam: float, params=None, exclude=()):
-        super().__init__(params, exclude)
-        self.lam = _coef(lam, "lam")
-
-    def _hyper(self):
-        return {"lam": self.lam}
 
     def term(self, p):
         return self.lam * _sum_abs(p)
