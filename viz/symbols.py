@@ -211,11 +211,3 @@ def text(e) -> str:
 def mathml(e) -> str:
     """Presentation MathML content (without the <math> wrapper)."""
     return _MathML().doprint(e)
-
-
-def mathml_frac_deriv(of: str, name: str) -> str:
-    return mathml(Deriv("adj", of, name))
-
-
-def mathml_name(name: str) -> str:
-    return mathml(node_symbol(name))

@@ -103,15 +103,10 @@ def _copy(dst: Graph, node: Node, ins: list[Node]) -> Node:
 
 def dead_code_elimination(fn: Function) -> Function:
     """Keep only what the outputs and updates need."""
-    live = fn.order()
-    if len(live) == len(fn.graph) or len(live) + sum(
-            1 for n in fn.graph.nodes if n.is_leaf) >= len(fn.graph) + sum(1 for n in live if n.is_leaf):
-        return fn  # only unused leaves (e.g. constants just folded away): printing skips them
+    live_ops = sum(1 for n in fn.order() if not n.is_leaf)
+    if live_ops == sum(1 for n in fn.graph.nodes if not n.is_leaf):
+        return fn  # at most unused leaves (e.g. constants just folded away): printing skips them
     return rebuild(fn, lambda node, ins, g: None)
-
-
-def _const_value(n: Node):
-    return n.value if n.op == "const" else None
 
 
 def constant_folding(fn: Function) -> Function:

@@ -167,11 +167,3 @@ def get_op(name: str) -> OpDef:
             if op is not None:
                 return op
     raise GraphError(f"unknown op {name!r}")
-
-
-def is_op(name: str) -> bool:
-    try:
-        get_op(name)
-        return True
-    except GraphError:
-        return False
