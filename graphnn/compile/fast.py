@@ -22,6 +22,7 @@ works (they are copied in and the results copied back).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections import Counter, defaultdict
@@ -89,6 +90,7 @@ class FastPrinter:
         self.temps: dict[tuple, str] = {}
         self.batch_consts: list[Node] = []
         self.gtemps: dict[tuple, str] = {}
+        self._emit_memo: dict = {}
 
     def _helper_names(self):
         from .runtime import HELPERS
@@ -773,7 +775,9 @@ class FastPrinter:
 
     def _plan_groups(self, groups):
         """Flat buffers, views, and the group code (appended to self.tail)."""
-        written_in_place: set[int] = set()
+        readers = Counter(id(l) for grp in groups for mb in grp["members"] for l in mb["leaves"])
+        read_late = {id(self.source_of(v)) for _, v in self.fn.updates} | \
+            {id(self.source_of(o)) for o in self.fn.outputs}
         for gi, grp in enumerate(groups):
             ms = grp["members"]
             m0 = ms[0]
@@ -781,8 +785,7 @@ class FastPrinter:
             dtype = _dname(m0["nodes"][0].dtype)
             if not flat:
                 for m in ms:
-                    self._emit_component(m, {id(l): None for l in m["leaves"]}, None, dtype,
-                                         written_in_place)
+                    self._emit_component(m, {}, None, dtype)
                 continue
             sizes = [math.prod(m["shape"]) for m in ms]
             total = sum(sizes)
@@ -803,7 +806,7 @@ class FastPrinter:
                     self.globals_.append(line)
                 return fname
 
-            slot_names = {}
+            slot_names, scratch = {}, {}
             for k, kind in enumerate(m0["kinds"]):
                 if kind[0] == "p":
                     ps = [m["params"][kind[1]] for m in ms]
@@ -825,8 +828,10 @@ class FastPrinter:
                             self.tail.append((f"np.copyto({vname}, {{{id(l)}}})  # into flat buffer",
                                               l))
                         seen.add(id(l))
+                    if all(readers[id(l)] == 1 and id(l) not in read_late for l in ls):
+                        scratch[k] = fname  # this group's copy, read by nobody after it
             self._fold_views(ms, slot_names, offs)
-            self._emit_component(m0, slot_names, total, dtype, written_in_place, flat_label=label)
+            self._emit_component(m0, slot_names, total, dtype, flat_label=label, scratch=scratch)
 
     def _fold_views(self, ms, slot_names, offs) -> None:
         """The (k+1, n) views [W; b] and [gW; gb] of the accepted folds in this group."""
@@ -857,8 +862,15 @@ class FastPrinter:
         return (_is_ew(l) and l.shape != ()) or l.op == "matmul" or (l.op in ("sum", "mean")
                                                                        and l.shape != ())
 
-    def _emit_component(self, m, slot_names, total, dtype, written, flat_label=None):
-        """Code for one component (or a whole flat group through its first member)."""
+    def _emit_component(self, m, slot_names, total, dtype, flat_label=None, scratch=None):
+        """Code for one component (or a whole flat group through its first member).
+
+        `scratch` maps leaf slots to flat gradient buffers that nothing reads after
+        this component: once a slot's last reader has run, its buffer serves as a
+        temporary, so updates run in place (`g *= lr; p -= g`) instead of writing a
+        third array, which costs NumPy about three times as much on large buffers.
+        The roots (values the component materializes) are emitted in the order that
+        makes the most calls in place (every order is tried when there are few)."""
         nodes, leaves, params = m["nodes"], m["leaves"], m["params"]
         local = {id(n): k for k, n in enumerate(nodes)}
         # which nodes are materialized (roots): update values and multi-use nodes
@@ -873,18 +885,6 @@ class FastPrinter:
                     uses[id(i)] += 1
         roots = [n for n in nodes if writes.get(id(n)) or uses[id(n)] != 1]
         root_ids = {id(n) for n in roots}
-        # leaf display names
-        def leaf_name(k):
-            if total is not None and k in slot_names:
-                return slot_names[k]
-            return self.value_of_late(leaves[k])
-        pidx = {id(p): k for k, p in enumerate(params)}
-        leaf_of_param = {}
-        for k, l in enumerate(leaves):
-            if id(l) in pidx:
-                leaf_of_param[id(l)] = k
-        # the last root reading each param's old value
-        last_read = {}
         root_pos = {id(r): j for j, r in enumerate(roots)}
         expr_of: dict[int, sp.Expr] = {}
         reads: dict[int, set] = {}
@@ -903,19 +903,70 @@ class FastPrinter:
                     rd.add(k)
             expr_of[id(n)] = fusion.substitute(n.op, _attrs_key(n), args)
             reads[id(n)] = rd
-            if id(n) in root_ids:
-                for k in rd:
-                    last_read[k] = root_pos[id(n)]
-        root_buf = {}
-        deferred = []
+        deps = [{root_pos[id(nodes[int(s.name[1:])])] for s in expr_of[id(r)].free_symbols
+                 if s.name.startswith("R")} for r in roots]
+        scratch = scratch or {}
+        orders = [list(range(len(roots)))]
+        if scratch and 1 < len(roots) <= 5:
+            orders = [list(o) for o in itertools.permutations(range(len(roots)))
+                      if all(deps[r] <= set(o[:k]) for k, r in enumerate(o))]
+        plans = [self._plan_roots(m, roots, expr_of, reads, writes, o, slot_names, total, dtype,
+                                  scratch) for o in orders]
+        best = min(plans, key=lambda pl: pl["cost"])  # min keeps the first (natural) of ties
+        shape = (total,) if total is not None else m["shape"]
+        renamed = {}
+        for j, _ in best["roots"]:
+            dest = best["code"][j][0]
+            if dest.startswith("_upd"):  # a materialized value of its own: a buffer
+                renamed[dest] = self.claim(dest)
+                self.globals_.append(f"{renamed[dest]} = np.zeros({_shape_code(shape)}, "
+                                     f"dtype=np.{dtype})")
+        for j, r in best["roots"]:
+            dest, ps, lines, fmt, n_t, n_b, deferred = best["code"][j]
+            dest = renamed.get(dest, dest)
+            fmt = {s: renamed.get(v, v) for s, v in fmt.items()}
+            for k in range(n_t):
+                fmt.setdefault(f"T{k}", self.global_temp(shape, dtype, k))
+            for k in range(n_b):
+                fmt[f"B{k}"] = self.global_temp(shape, "bool", k)
+            what = f"'{comment_text(r.name)}'" + (f" (and the same for every parameter of group "
+                                                   f"{flat_label})" if total is not None else "")
+            upd = ", ".join(f"'{comment_text(p.name)}'" for p in ps)
+            self.tail.append((f"# {what}: {r.op} · update" + (f" -> {upd} in place"
+                                                             if ps and not deferred else ""), r))
+            for ln in lines:
+                self.tail.append((ln.format(**fmt), r))
+            self.deferred.extend((t.replace("{DEST}", dest), r) for t in deferred)
+
+    def _plan_roots(self, m, roots, expr_of, reads, writes, order, slot_names, total, dtype,
+                    scratch) -> dict:
+        """The code of a component's roots emitted in `order`, and its estimated cost
+        (one per in-place call, more for a call writing a third array or a copy)."""
+        leaves, nodes = m["leaves"], m["nodes"]
+        pidx = {id(p): k for k, p in enumerate(m["params"])}
+        leaf_of_param = {id(l): k for k, l in enumerate(leaves) if id(l) in pidx}
+        rank = {r: k for k, r in enumerate(order)}
+        local = {id(n): k for k, n in enumerate(nodes)}
+        last_read: dict[int, int] = {}  # leaf -> position (in order) of its last reading root
         for j, r in enumerate(roots):
+            for k in reads[id(r)]:
+                last_read[k] = max(last_read.get(k, -1), rank[j])
+
+        def leaf_name(k):
+            if total is not None and k in slot_names:
+                return slot_names[k]
+            return self.value_of_late(leaves[k])
+
+        code, names, cost = {}, {}, 0.0
+        for pos, j in enumerate(order):
+            r = roots[j]
             expr = expr_of[id(r)]
             ps = writes.get(id(r), [])
-            dest, alias = None, None
+            dest, alias, deferred = None, None, []
             if ps:
                 p = ps[0]
                 k = leaf_of_param.get(id(p))
-                old_read_later = (k is not None and last_read.get(k, -1) > j) or \
+                old_read_later = (k is not None and last_read.get(k, -1) > pos) or \
                     id(p) in self.foreign_read
                 if not old_read_later:
                     dest = slot_names[leaves.index(p)] if (total is not None and id(p) in leaf_of_param
@@ -923,43 +974,52 @@ class FastPrinter:
                         else (self._param_flat(p, m, slot_names, total) if total is not None
                               else self.namer(p))
                     alias = fusion.leaf_symbol(k) if k is not None and k in reads[id(r)] else None
-                    written.add(id(p))
             if dest is None:
-                shape = (total,) if total is not None else r.shape
-                dest = self.claim(f"_upd{len(self.globals_)}_{comment_text(r.name)}")
-                self.globals_.append(f"{dest} = np.zeros({_shape_code(shape)}, dtype=np.{dtype})")
+                dest = f"_upd{len(self.globals_)}_{comment_text(r.name)}"
                 for p in ps:
                     target = (self._param_flat(p, m, slot_names, total) if total is not None
                               else self.namer(p))
-                    deferred.append((f"np.copyto({target}, {dest})  # update '{comment_text(p.name)}'", r))
-            root_buf[j] = dest
-            shapes, names = {}, {}
+                    deferred.append(f"np.copyto({target}, {{DEST}})  # update '{comment_text(p.name)}'")
+                    cost += 2.5
+            names[j] = dest
+            shapes, fmt = {}, {}
             for s in expr.free_symbols:
                 if s.name.startswith("R"):
-                    names[s.name] = root_buf[root_pos[id(nodes[int(s.name[1:])])]]
+                    fmt[s.name] = names[roots.index(nodes[int(s.name[1:])])]
                     shapes[s] = "full"
                 else:
                     k = int(s.name[1:])
-                    names[s.name] = leaf_name(k)
+                    fmt[s.name] = leaf_name(k)
                     shapes[s] = "scalar" if leaves[k].shape == () else (
                         "full" if leaves[k].shape == m["shape"] else "other")
-            lines, n_t, n_b = fusion.emit(expr, shapes, dtype, alias)
-            fmt = dict(names)
+            key = (expr, alias, tuple(sorted((s.name, c) for s, c in shapes.items())))
+            hit = self._emit_memo.get(key)
+            if hit is None:
+                hit = self._emit_memo[key] = fusion.emit(expr, shapes, dtype, alias)
+            lines, n_t, n_b = hit
             fmt["OUT"] = dest
-            shape = (total,) if total is not None else r.shape
-            for k in range(n_t):
-                fmt[f"T{k}"] = self.global_temp(shape, dtype, k)
-            for k in range(n_b):
-                fmt[f"B{k}"] = self.global_temp(shape, "bool", k)
-            what = f"'{comment_text(r.name)}'" + (f" (and {len(m['params']) and 0 or ''}the same for "
-                                                   f"every parameter of group {flat_label})"
-                                                   if total is not None else "")
-            upd = ", ".join(f"'{comment_text(p.name)}'" for p in ps)
-            self.tail.append((f"# {what}: {r.op} · update" + (f" -> {upd} in place" if ps and not
-                                                             any(d[1] is r for d in deferred) else ""), r))
-            for ln in lines:
-                self.tail.append((ln.format(**fmt), r))
-        self.deferred.extend(deferred)
+            # temporaries in dead scratch buffers: slots no later root reads, or read by
+            # this root only up to the call that first writes the temporary
+            free = [k for k in scratch if last_read.get(k, -1) < pos]
+            soon = [k for k in scratch if last_read.get(k, -1) == pos]
+            taken = set()
+            for t in range(n_t):
+                reg = f"{{T{t}}}"
+                first = next((i for i, ln in enumerate(lines) if f"out={reg}" in ln), None)
+                if first is None:
+                    continue
+                pick = next((k for k in free if k not in taken), None)
+                if pick is None:
+                    pick = next((k for k in soon if k not in taken and all(
+                        i <= first for i, ln in enumerate(lines) if f"{{L{k}}}" in ln)), None)
+                if pick is not None:
+                    taken.add(pick)
+                    fmt[f"T{t}"] = scratch[pick]
+            full = {s.name for s, c in shapes.items() if c == "full"}
+            cost += sum(_call_cost(ln, fmt, full) for ln in lines)
+            code[j] = (dest, ps, lines, fmt, n_t, n_b, deferred)
+        return {"cost": cost, "code": code, "names": names,
+                "roots": [(j, roots[j]) for j in order]}
 
     def _param_flat(self, p, m, slot_names, total):
         k = m["leaves"].index(p) if p in m["leaves"] else None
@@ -1087,6 +1147,21 @@ def _flat_group(ms) -> bool:
     m0 = ms[0]
     return len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0["kinds"]) and \
         all(p in m0["leaves"] for p in m0["params"])
+
+
+_PLACE = re.compile(r"\{(\w+)\}")
+
+
+def _call_cost(line: str, fmt: dict, full: set[str]) -> float:
+    """Estimated cost of one generated call, in units of an in-place call.
+
+    On whole-buffer updates (hundreds of KB per array) a call that streams three
+    arrays (`np.add(a, b, out=c)`) measured about three times one that streams two
+    (`np.add(a, b, out=a)`, `np.multiply(a, 0.1, out=c)`): the working set leaves
+    the cache. A copy streams two."""
+    arrays = {fmt.get(n, n) for n in _PLACE.findall(line)
+              if n in full or n == "OUT" or n[0] in "TB"}
+    return 1.0 if len(arrays) <= 2 else 3.0
 
 
 def _fused_note(p: FastPrinter, n: Node) -> str:
