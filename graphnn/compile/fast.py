@@ -227,9 +227,9 @@ class FastPrinter:
         self.folds: dict[int, dict] = {}
         member = {}
         for gi, grp in enumerate(groups):
-            for mb in grp["members"]:
-                if len(mb["params"]) == 1:
-                    member[id(mb["params"][0])] = (gi, mb)
+            for mb in grp["members"]:  # (Adam's member updates W and its two moments)
+                for p in mb["params"]:
+                    member[id(p)] = (gi, mb)
         partner = {}
         for key, c in self.fold_cands.items():
             (gi, mW), (gj, mb) = member.get(id(c["W"]), (None, None)), member.get(id(c["b"]), (-1, None))
@@ -238,6 +238,7 @@ class FastPrinter:
             slots = [k for k, l in enumerate(mW["leaves"]) if l is c["gW"]]
             if len(slots) != 1 or mW["kinds"][slots[0]][0] != "f" or \
                     mb["leaves"][slots[0]] is not c["gb"] or c["W"] not in mW["leaves"] or \
+                    mb["leaves"][mW["leaves"].index(c["W"])] is not c["b"] or \
                     not (self._can_fix(c["gW"]) and self._can_fix(c["gb"])) or \
                     id(mW) in partner or id(mb) in partner.values():
                 continue
@@ -835,14 +836,14 @@ class FastPrinter:
 
     def _fold_views(self, ms, slot_names, offs) -> None:
         """The (k+1, n) views [W; b] and [gW; gb] of the accepted folds in this group."""
-        pos = {id(m["params"][0]): j for j, m in enumerate(ms) if len(m["params"]) == 1}
+        pos = {id(p): j for j, m in enumerate(ms) for p in m["params"]}
         for key, f in list(self.folds.items()):
             j = pos.get(id(f["W"]))
             if j is None:
                 continue
             W, b = f["W"], f["b"]
             k, n = W.shape
-            if j + 1 >= len(ms) or ms[j + 1]["params"][0] is not b or \
+            if j + 1 >= len(ms) or ms[j + 1]["leaves"][f["param_slot"]] is not b or \
                     not self.fixed_buffer.get(id(f["gW"])) or not self.fixed_buffer.get(id(f["gb"])):
                 del self.folds[key]
                 continue

@@ -15,6 +15,7 @@ Python recursion over the *expression*, never over the graph.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 import numpy as np
 import sympy as sp
@@ -183,6 +184,8 @@ class Emitter:
 
     def _chain(self, args, dest, inner, op, inv_op, split):
         """a op b op c ...; terms that `split` recognises use the inverse op."""
+        if op == "np.multiply":
+            args = self._pull_scalars(args)
         scal = [a for a in args if self.klass(a) == "scalar"]
         if len(scal) > 1 and inv_op is not None:  # one scalar operand for all scalar factors
             combined = (sp.Add if op == "np.add" else sp.Mul)(*scal)
@@ -194,13 +197,26 @@ class Emitter:
         # an array-valued direct term first: it can be computed straight into dest
         terms.sort(key=lambda t: (t[0], self._rank(t[1])))
         (inv0, first), rest = terms[0], terms[1:]
-        if inv0:  # every term inverted: 0 - a - b or 1 / a / b
+        lead = next((t for inv, t in terms if inv and self._rank(t) == 0), None)
+        if not inv0 and self._rank(first) == 1 and self.klass(first) == "full" and lead is not None:
+            # only leaves to start from, but an inverted term to compute: compute it
+            # first and apply the inverse op into its register (`a / (b + c)` is
+            # `t = b + c; np.divide(a, t, out=t)`), in place rather than into a third array
+            reg = self.operand(lead, inner)
+            rest = [t for t in rest if t[1] is not lead]
+            target = dest if not rest or inner is not None else \
+                reg if reg.startswith("{T") else self.temp()
+            self.lines.append(f"{inv_op}({self.operand(first, None)}, {reg}, out={target})")
+            self.release_if(reg, target)
+            acc = target
+        elif inv0:  # every term inverted: 0 - a - b or 1 / a / b
             acc = "0.0" if op == "np.add" else "1.0"
             rest = terms
         else:
             acc = self.operand(first, inner)
         if not rest:
-            self.lines.append(f"np.copyto({dest}, {acc})")
+            if acc != dest:
+                self.lines.append(f"np.copyto({dest}, {acc})")
             return
         for k, (inv, t) in enumerate(rest):
             last = k == len(rest) - 1
@@ -216,6 +232,32 @@ class Emitter:
             if acc != target:
                 self.release_if(acc, dest)
             acc = target
+
+    def _pull_scalars(self, factors):
+        """Move a scalar factor common to the array terms of a sum out into the
+        product's scalar: `c * m / (sqrt(v)/s + e)` -> `(c*s) * m / (sqrt(v) + e*s)`,
+        one whole-array division fewer (Adam's update is this). Only when the
+        product already has a scalar factor, so no call is added."""
+        if not any(self.klass(f) == "scalar" for f in factors):
+            return factors
+        out = []
+        for f in factors:
+            base, ex = (f.args[0], f.args[1]) if f.is_Pow else (f, sp.S.One)
+            if not base.is_Add or ex not in (1, -1) or self.klass(base) != "full":
+                out.append(f)
+                continue
+            common = None
+            for t in base.args:
+                if self.klass(t) == "scalar":
+                    continue
+                mine = Counter(a for a in sp.Mul.make_args(t) if self.klass(a) == "scalar")
+                common = mine if common is None else common & mine
+            if not common:
+                out.append(f)
+                continue
+            k = sp.Mul(*[a ** n for a, n in common.items()])
+            out += [sp.Add(*[t / k for t in base.args]) ** ex, k ** ex]
+        return out
 
     def _rank(self, e) -> int:
         k = self.klass(e)
