@@ -4,6 +4,7 @@ Each check runs the same training step compiled twice (fast=True / fast=False)
 from the same initial parameters for several steps, and against hand-written
 NumPy, in float64 and float32.
 """
+import re
 import os
 import sys
 
@@ -146,14 +147,20 @@ def test_training_reaches_zero_xor_error_with_fast_program():
 
 
 def test_emitter_prints_in_place_ufunc_calls():
+    import sympy as sp
     L0, L1, L2 = (fusion.leaf_symbol(k) for k in range(3))
     shapes = {L0: "full", L1: "full", L2: "scalar"}
     lines, n_t, _ = fusion.emit(L1 * (1 - L0 ** 2), shapes, "float64", None)
-    assert lines == ["np.multiply({L0}, {L0}, out={OUT})", "np.subtract(1.0, {OUT}, out={OUT})",
+    assert lines == ["np.square({L0}, out={OUT})", "np.subtract(1.0, {OUT}, out={OUT})",
                      "np.multiply({OUT}, {L1}, out={OUT})"] and n_t == 0
     # writing into an input: only the last call may write {OUT} before the input is read
     lines, n_t, _ = fusion.emit(L0 - L2 * L1, shapes, "float64", L0)
     assert lines[-1] == "np.subtract({L0}, {T0}, out={OUT})" and n_t == 1
+    # a quotient of a leaf starts from its computed divisor and divides into it
+    lines, n_t, _ = fusion.emit(L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), shapes, "float64", None)
+    assert lines == ["np.sqrt({L0}, out={OUT})", "np.add({OUT}, (1.0e-8*{L2}), out={OUT})",
+                     "np.divide({L1}, {OUT}, out={OUT})",
+                     "np.multiply({OUT}, ({L2}**2), out={OUT})"] and n_t == 0
     relu = fusion.substitute("relu", (), [L0])
     assert fusion.emit(relu, shapes, "float64", None)[0] == ["np.maximum({L0}, 0.0, out={OUT})"]
 
@@ -167,7 +174,8 @@ def test_emitted_code_matches_sympy_meaning():
     c = 0.7
     exprs = [L0 - L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), L1 * fusion.substitute("relu_dx", (), [L1]),
              sp.exp(L1) * L0 + L1 ** 3, fusion.substitute("sigmoid", (), [L1]) * L2 - L0,
-             -L0 / L1 ** 2]
+             -L0 / L1 ** 2, L1 / (L0 + L2), L2 * L1 / (L0 / L2 + 3),
+             L2 * L1 / (L0 / L2 + L1 / L2) - L0, L1 - L0 / (L1 * L1 + 1)]
     for e in exprs:
         for alias in (None, L0):
             lines, n_t, n_b = fusion.emit(e, shapes, "float64", alias)
@@ -267,3 +275,61 @@ def test_bias_fold_only_where_it_is_exact(rule_b_differs, share_input):
     lp7 = [float(plain(**feeds7)[0]) for _ in range(2)]
     lf7 = [float(prog(**feeds7)[0]) for _ in range(2)]
     np.testing.assert_allclose(lf7, lp7, rtol=1e-12)
+
+
+_CALL = re.compile(r"np\.(\w+)\((.*), out=(\w+)\)")
+
+
+def test_adam_update_runs_in_place_with_folded_biases():
+    spec = SMALL["mlp"]
+    g, loss, ups, ps = graphnn_step(spec)
+    src = gn.compile([loss], updates=ups).source
+    assert "bias folded: [x, 1] @ [W1; b1]" in src  # Adam's members update W, m and v
+    step = src[src.index("def step("):src.index("    return (")]
+    update = step[step.index("group 0):"):].splitlines()
+    calls = [_CALL.search(ln).groups() for ln in update if _CALL.search(ln)]
+    assert len(calls) == 12  # m, v and the parameter: 12 whole-buffer calls
+    # every call writes one of its operands, except a square or a root into a
+    # dead gradient buffer: no call streams three arrays
+    for fn, args, out in calls:
+        names = [a.strip() for a in args.split(",")]
+        assert out in names or fn in ("square", "sqrt"), (fn, args, out)
+    assert any("out=_flat0_leaf" in ln for ln in update)  # the dead gradient as scratch
+
+
+def _shared_gradient_net(grad_output: bool):
+    """W1's gradient feeds SGD and an AdaGrad-like accumulator (two update groups),
+    or is also a program output: its buffer must not serve as scratch."""
+    rng = np.random.default_rng(5)
+    g = gn.Graph("shared")
+    x = g.input("x", (None, 3))
+    y = g.input("y", (None, 2))
+    W1 = g.param("W1", value=rng.normal(size=(3, 4)))
+    W2 = g.param("W2", value=rng.normal(size=(4, 2)))
+    acc = g.param("acc", value=np.ones((3, 4)))
+    loss = gn.mse(gn.tanh(x @ W1) @ W2, y)
+    g1, g2 = gn.grad(loss, [W1, W2])
+    with g.provenance(role="update"):
+        ups = {W1: W1 - 0.1 * g1, W2: W2 - 0.1 * g2}
+        if not grad_output:
+            ups[acc] = acc + g1 * g1
+    return g, loss, ups, g1
+
+
+@pytest.mark.parametrize("grad_output", [False, True])
+def test_gradient_read_after_the_update_is_not_scratch(grad_output):
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 2))}
+    res = []
+    for fast in (False, True):
+        g, loss, ups, g1 = _shared_gradient_net(grad_output)
+        outs = [loss, g1] if grad_output else [loss]
+        prog = gn.compile(outs, updates=ups, fast=fast)
+        got = [[np.array(v) for v in prog(**feeds)] for _ in range(3)]
+        res.append((got, {p.name: np.array(g.values[p.name]) for p in g.params}))
+    (op, pp), (of, pf) = res
+    for a, b in zip(op, of):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-15)
+    for k in pp:
+        np.testing.assert_allclose(pf[k], pp[k], rtol=1e-12, atol=1e-15)

@@ -517,14 +517,16 @@ register(OpDef("softmax", _axis_infer, lambda a, at, n: f"_softmax({a[0]}, {at['
                sym=lambda a, at, n: _sym_softmax(a[0], at["axis"])))
 
 
+# softmax(x) = exp(log_softmax(x)): the derivatives reuse the forward value (one
+# element-wise exp, which cannot overflow: log_softmax <= 0) instead of a second softmax
 def _log_softmax_vjp(node, ct, needs):
     api, ax = _api(), node.attrs["axis"]
-    return [ct - api.softmax(node.inputs[0], ax) * api.sum(ct, ax, keepdims=True)]
+    return [ct - api.exp(node) * api.sum(ct, ax, keepdims=True)]
 
 
 def _log_softmax_jvp(node, t):
     api, ax = _api(), node.attrs["axis"]
-    return t[0] - api.sum(api.softmax(node.inputs[0], ax) * t[0], ax, keepdims=True)
+    return t[0] - api.sum(api.exp(node) * t[0], ax, keepdims=True)
 
 
 register(OpDef("log_softmax", _axis_infer, lambda a, at, n: f"_log_softmax({a[0]}, {at['axis']})",
