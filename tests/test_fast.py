@@ -129,7 +129,7 @@ def test_source_is_readable_one_comment_per_node():
     g, loss, ups, _ = graphnn_step(spec)
     prog = gn.compile([loss], updates=ups)
     src = prog.source
-    assert "out=" in src and "np.matmul(" in src
+    assert "out=" in src and "np.dot(" in src  # tiny layers: np.dot (less call overhead)
     assert "fused: tanh_dx" in src  # the tanh derivative fused into its product
     assert "np.tanh" in src and src.count("np.tanh(") == spec["sizes"].__len__() - 2
     assert "# group 0:" in src  # one flat update for every parameter
@@ -331,5 +331,36 @@ def test_gradient_read_after_the_update_is_not_scratch(grad_output):
     for a, b in zip(op, of):
         for u, v in zip(a, b):
             np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-15)
+    for k in pp:
+        np.testing.assert_allclose(pf[k], pp[k], rtol=1e-12, atol=1e-15)
+
+
+def test_tiny_products_use_dot_and_never_write_a_strided_view():
+    """np.dot (cheaper to call) for tiny layers, np.matmul for large ones; a layer
+    without activation writes its result straight into the next layer's [h, 1]
+    buffer, a strided view np.dot refuses: that product stays np.matmul."""
+    xor = graphnn_step(SMALL["xor"])
+    assert "np.matmul(" not in gn.compile([xor[1]], updates=xor[2]).source
+    big = graphnn_step(SPECS["mlp"])
+    assert "np.dot(" not in gn.compile([big[1]], updates=big[2]).source
+
+    def linear_stack():
+        rng = np.random.default_rng(7)
+        g = gn.Graph("linear")
+        x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+        W1, b1 = g.param("W1", value=rng.normal(size=(3, 4))), g.param("b1", value=rng.normal(size=4))
+        W2, b2 = g.param("W2", value=rng.normal(size=(4, 2))), g.param("b2", value=rng.normal(size=2))
+        loss = gn.mse((x @ W1 + b1) @ W2 + b2, y)
+        ps = g.params
+        with g.provenance(role="update"):
+            ups = {p: p - 0.1 * gr for p, gr in zip(ps, gn.grad(loss, ps))}
+        return g, loss, ups
+
+    rng = np.random.default_rng(8)
+    feeds = {"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 2))}
+    (lp, pp, _), (lf, pf, prog) = _plain_and_fast(linear_stack, feeds)
+    src = prog.source
+    assert "np.dot(" in src and re.search(r"np\.matmul\(_aug_x, \w+, out=_augv_", src)
+    np.testing.assert_allclose(lf, lp, rtol=1e-12)
     for k in pp:
         np.testing.assert_allclose(pf[k], pp[k], rtol=1e-12, atol=1e-15)
