@@ -161,6 +161,9 @@ def test_emitter_prints_in_place_ufunc_calls():
     assert lines == ["np.sqrt({L0}, out={OUT})", "np.add({OUT}, (1.0e-8*{L2}), out={OUT})",
                      "np.divide({L1}, {OUT}, out={OUT})",
                      "np.multiply({OUT}, ({L2}**2), out={OUT})"] and n_t == 0
+    # a plain scalar factor stays inside: pulled out, s = 0 would turn 0 into nan
+    lines, _, _ = fusion.emit(L2 * L1 / (L0 * L2 + 1e-8), shapes, "float64", None)
+    assert lines[0] == "np.multiply({L0}, {L2}, out={OUT})"
     relu = fusion.substitute("relu", (), [L0])
     assert fusion.emit(relu, shapes, "float64", None)[0] == ["np.maximum({L0}, 0.0, out={OUT})"]
 

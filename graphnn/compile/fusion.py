@@ -237,7 +237,9 @@ class Emitter:
         """Move a scalar factor common to the array terms of a sum out into the
         product's scalar: `c * m / (sqrt(v)/s + e)` -> `(c*s) * m / (sqrt(v) + e*s)`,
         one whole-array division fewer (Adam's update is this). Only when the
-        product already has a scalar factor, so no call is added."""
+        product already has a scalar factor, so no call is added; only factors that
+        are nonzero numbers or divisions (`1/s`), so a zero at run time gives the
+        same inf/nan as the original instead of turning a finite value into nan."""
         if not any(self.klass(f) == "scalar" for f in factors):
             return factors
         out = []
@@ -250,7 +252,7 @@ class Emitter:
             for t in base.args:
                 if self.klass(t) == "scalar":
                     continue
-                mine = Counter(a for a in sp.Mul.make_args(t) if self.klass(a) == "scalar")
+                mine = Counter(a for a in sp.Mul.make_args(t) if _safe_to_pull(a, self))
                 common = mine if common is None else common & mine
             if not common:
                 out.append(f)
@@ -319,6 +321,14 @@ class Emitter:
             self.release_if(a, dest)
             return
         self.lines.append(f"np.copyto({dest}, {self._scalar(e)})")
+
+
+def _safe_to_pull(a, em: "Emitter") -> bool:
+    if em.klass(a) != "scalar":
+        return False
+    if a.is_Number:
+        return a != 0
+    return a.is_Pow and a.args[1].is_Number and a.args[1] < 0
 
 
 def _negated(e):
