@@ -210,12 +210,15 @@ def test_buffer_plan_reuses_dead_buffers_and_aliases_only_on_last_use():
 
 
 def _plain_and_fast(build, feeds, steps=3):
-    """Losses and parameters after `steps` steps, plain and fast, from the same start."""
+    """Losses (or, when `build` gives a list of outputs, every output at every step)
+    and parameters after `steps` steps, plain and fast, from the same start."""
     out = []
     for fast in (False, True):
         g, loss, ups = build()
-        prog = gn.compile([loss], updates=ups, fast=fast)
-        losses = [float(prog(**feeds)[0]) for _ in range(steps)]
+        outs = loss if isinstance(loss, list) else [loss]
+        prog = gn.compile(outs, updates=ups, fast=fast)
+        got = [[np.array(v) for v in prog(**feeds)] for _ in range(steps)]
+        losses = got if isinstance(loss, list) else [float(o[0]) for o in got]
         out.append((losses, {p.name: np.array(g.values[p.name]) for p in g.params}, prog))
     return out
 
@@ -300,9 +303,10 @@ def test_adam_update_runs_in_place_with_folded_biases():
     assert any("out=_flat0_leaf" in ln for ln in update)  # the dead gradient as scratch
 
 
-def _shared_gradient_net(grad_output: bool):
-    """W1's gradient feeds SGD and an AdaGrad-like accumulator (two update groups),
-    or is also a program output: its buffer must not serve as scratch."""
+def _shared_gradient_net(kind: str):
+    """W1's gradient feeds SGD and also an AdaGrad-like accumulator (two update
+    groups), or is stored as it is (`acc := g1`, copied in after the flat update),
+    or is a program output: its buffer must not serve as scratch."""
     rng = np.random.default_rng(5)
     g = gn.Graph("shared")
     x = g.input("x", (None, 3))
@@ -314,23 +318,16 @@ def _shared_gradient_net(grad_output: bool):
     g1, g2 = gn.grad(loss, [W1, W2])
     with g.provenance(role="update"):
         ups = {W1: W1 - 0.1 * g1, W2: W2 - 0.1 * g2}
-        if not grad_output:
-            ups[acc] = acc + g1 * g1
-    return g, loss, ups, g1
+        if kind != "output":
+            ups[acc] = g1 if kind == "stored" else acc + g1 * g1
+    return g, [loss, g1] if kind == "output" else [loss], ups
 
 
-@pytest.mark.parametrize("grad_output", [False, True])
-def test_gradient_read_after_the_update_is_not_scratch(grad_output):
+@pytest.mark.parametrize("kind", ["two_groups", "stored", "output"])
+def test_gradient_read_after_the_update_is_not_scratch(kind):
     rng = np.random.default_rng(6)
     feeds = {"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 2))}
-    res = []
-    for fast in (False, True):
-        g, loss, ups, g1 = _shared_gradient_net(grad_output)
-        outs = [loss, g1] if grad_output else [loss]
-        prog = gn.compile(outs, updates=ups, fast=fast)
-        got = [[np.array(v) for v in prog(**feeds)] for _ in range(3)]
-        res.append((got, {p.name: np.array(g.values[p.name]) for p in g.params}))
-    (op, pp), (of, pf) = res
+    (op, pp, _), (of, pf, _) = _plain_and_fast(lambda: _shared_gradient_net(kind), feeds)
     for a, b in zip(op, of):
         for u, v in zip(a, b):
             np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-15)

@@ -931,8 +931,8 @@ class FastPrinter:
         if scratch and 1 < len(roots) <= 5:
             orders = [list(o) for o in itertools.permutations(range(len(roots)))
                       if all(deps[r] <= set(o[:k]) for k, r in enumerate(o))]
-        plans = [self._plan_roots(m, roots, expr_of, reads, writes, o, slot_names, total, dtype,
-                                  scratch) for o in orders]
+        plans = [self._plan_roots(m, roots, root_pos, expr_of, reads, writes, o, slot_names,
+                                  total, dtype, scratch) for o in orders]
         best = min(plans, key=lambda pl: pl["cost"])  # min keeps the first (natural) of ties
         shape = (total,) if total is not None else m["shape"]
         renamed = {}
@@ -959,8 +959,8 @@ class FastPrinter:
                 self.tail.append((ln.format(**fmt), r))
             self.deferred.extend((t.replace("{DEST}", dest), r) for t in deferred)
 
-    def _plan_roots(self, m, roots, expr_of, reads, writes, order, slot_names, total, dtype,
-                    scratch) -> dict:
+    def _plan_roots(self, m, roots, root_pos, expr_of, reads, writes, order, slot_names, total,
+                    dtype, scratch) -> dict:
         """The code of a component's roots emitted in `order`, and its estimated cost
         (one per in-place call, more for a call writing a third array or a copy)."""
         leaves, nodes = m["leaves"], m["nodes"]
@@ -1005,7 +1005,7 @@ class FastPrinter:
             shapes, fmt = {}, {}
             for s in expr.free_symbols:
                 if s.name.startswith("R"):
-                    fmt[s.name] = names[roots.index(nodes[int(s.name[1:])])]
+                    fmt[s.name] = names[root_pos[id(nodes[int(s.name[1:])])]]
                     shapes[s] = "full"
                 else:
                     k = int(s.name[1:])
