@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import graphnn as gn
+from graphnn.compile import loops
 from graphnn.nn import optim, schedules
 from graphnn.nn.regularization import L1, L2, ElasticNet
 
@@ -66,11 +67,11 @@ def torch_steps(problem, make_opt, make_sched=None, sched_per_step=True):
     return out, lrs
 
 
-def graphnn_steps(problem, opt, lr_fn=None):
+def graphnn_steps(problem, opt, lr_fn=None, kernels="auto"):
     Ws, bs, X, Y = problem
     g, params, loss = build_mlp(Ws, bs)
     updates = opt.build(params, gn.grad(loss, params))
-    prog = gn.compile([loss], updates=updates)
+    prog = gn.compile([loss], updates=updates, kernels=kernels)
     out = []
     for k in range(STEPS):
         if lr_fn is not None:
@@ -107,11 +108,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("kernels", ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    not loops.available(), reason="Numba is not installed"))])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_optimizer_equals_torch_step_for_step(problem, case):
+def test_optimizer_equals_torch_step_for_step(problem, case, kernels):
+    """Both ways a fast program runs the update: NumPy calls, or one fused loop."""
     _, ours, theirs, kw = case
     ref, _ = torch_steps(problem, lambda ps: theirs(ps, **kw))
-    got, _, _ = graphnn_steps(problem, ours(**kw))
+    got, prog, _ = graphnn_steps(problem, ours(**kw), kernels=kernels)
+    assert ("def _loop0(" in prog.source) == (kernels == "numba")
     moved = False
     for k in range(STEPS):
         for a, b in zip(got[k], ref[k]):

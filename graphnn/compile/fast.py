@@ -33,7 +33,7 @@ import sympy as sp
 from .. import __version__
 from ..graph import Node, fmt_type
 from ..ops.registry import get_op
-from . import fusion, memory
+from . import fusion, loops, memory
 from .passes import Function
 from .printer import RUN_SOURCE, Namer, comment_text, const_definition, helper_source, literal
 
@@ -72,9 +72,11 @@ _EMIT_CACHE: dict = {}
 
 
 class FastPrinter:
-    def __init__(self, fn: Function, name: str = "step"):
+    def __init__(self, fn: Function, name: str = "step", kernels: str = "auto"):
         self.fn = fn
         self.name = name
+        self.kernels = kernels  # loops.MODES: fused Numba loops for large updates
+        self.loops: list[str] = []  # module-level lines of those loops
         self.namer = Namer(self._helper_names())
         self.order = [n for n in fn.order()]
         self.cut = {id(c) for c in fn.cut}
@@ -343,6 +345,8 @@ class FastPrinter:
             "# chains are fused; parameter updates run on flat buffers (see graphnn/compile/fast.py).",
             "import math", "", "import numpy as np", "",
         ]
+        if self.loops:
+            lines[-2:-2] = ["import numba"]
         helpers = helper_source(self.helpers)
         if helpers:
             lines += sum(([h, "", ""] for h in helpers), [])
@@ -352,6 +356,9 @@ class FastPrinter:
         lines.append("PARAMS = {}  # default parameter values, by name (see run)")
         lines += ["", "# flat buffers: parameters, gradients and optimizer state, one per role"]
         lines += self.globals_
+        if self.loops:
+            lines += ["", "", "# fused update loops, compiled by Numba when this program loads "
+                      "(graphnn/compile/loops.py)"] + self.loops
         # allocation for batch size B
         bufs = sorted(plan.buffers.items(), key=lambda kv: int(kv[0][4:]))
         alloc_names = [b for b, _ in bufs] + list(self.temps.values())
@@ -934,6 +941,8 @@ class FastPrinter:
         plans = [self._plan_roots(m, roots, root_pos, expr_of, reads, writes, o, slot_names,
                                   total, dtype, scratch) for o in orders]
         best = min(plans, key=lambda pl: pl["cost"])  # min keeps the first (natural) of ties
+        if self._emit_loop(m, roots, expr_of, writes, best, slot_names, total, dtype, flat_label):
+            return
         shape = (total,) if total is not None else m["shape"]
         renamed = {}
         for j, _ in best["roots"]:
@@ -958,6 +967,89 @@ class FastPrinter:
             for ln in lines:
                 self.tail.append((ln.format(**fmt), r))
             self.deferred.extend((t.replace("{DEST}", dest), r) for t in deferred)
+
+    def _emit_loop(self, m, roots, expr_of, writes, best, slot_names, total, dtype,
+                   flat_label) -> bool:
+        """Print a flat group's update as one fused loop (loops.py) when that pays
+        and means the same; returns False to leave it to the NumPy calls."""
+        if self.kernels == "numpy" or total is None or dtype != "float64":
+            return False
+        calls = sum(len(best["code"][j][2]) for j, _ in best["roots"])
+        if self.kernels == "auto" and (total < loops.MIN_ELEMENTS or calls < loops.MIN_CALLS
+                                       or not loops.available()):
+            return False
+        leaves = m["leaves"]
+        slot_of = {id(l): k for k, l in enumerate(leaves)}
+        for r in roots:
+            if not loops.printable(expr_of[id(r)]):
+                return False
+            for p in writes.get(id(r), []):
+                if id(p) in self.foreign_read or slot_of.get(id(p)) not in slot_names:
+                    return False  # written where the loop cannot: a later reader waits for it
+        if any(kind[0] not in ("s", "p", "f") or (kind[0] != "s" and k not in slot_names)
+               for k, kind in enumerate(m["kinds"])):
+            return False
+        taken = {"i", "math", "min", "abs", "range", "numba"}
+
+        def local(base: str) -> str:
+            ident, n = base, 2
+            while ident in taken:
+                ident, n = f"{base}_{n}", n + 1
+            taken.add(ident)
+            return ident
+
+        used = sorted({int(s.name[1:]) for r in roots for s in expr_of[id(r)].free_symbols
+                       if s.name.startswith("L")})
+        array_of: dict[str, str] = {}  # flat buffer -> loop parameter
+
+        def array(buf: str) -> str:
+            if buf not in array_of:
+                array_of[buf] = local(buf.lstrip("_"))
+            return array_of[buf]
+
+        subs, literals, scalars, call_scalars, loads = {}, {}, [], [], []
+        invariant: set = set()
+        for k in used:
+            if m["kinds"][k][0] == "s" and leaves[k].op == "const":  # a literal, as NumPy prints it
+                literals[fusion.leaf_symbol(k)] = loops.literal(float(leaves[k].value))
+                continue
+            if m["kinds"][k][0] == "s":
+                name = local(self.namer(leaves[k]))
+                scalars.append(name)
+                invariant.add(sp.Symbol(name, real=True))
+                call_scalars.append(f"float({self.value_of_late(leaves[k])})")
+            else:
+                name = local(array(slot_names[k]) + "_i")
+                loads.append((name, array(slot_names[k])))
+            subs[fusion.leaf_symbol(k)] = sp.Symbol(name, real=True)
+        nodes = m["nodes"]
+        root_name = {}
+        for r in roots:
+            root_name[id(r)] = local(self.namer(r))
+            subs[sp.Symbol(f"R{nodes.index(r)}", real=True)] = sp.Symbol(root_name[id(r)], real=True)
+        printer = loops.LoopPrinter({subs.get(s, s): t for s, t in literals.items()},
+                                    frozenset(invariant))
+        shapes = {s: "scalar" if s in invariant or s in literals else "full"
+                  for s in list(subs.values()) + list(literals)}
+        pull = fusion.Emitter(shapes, dtype, None)._pull_scalars
+        steps, notes = [], []
+        for r in roots:  # in graph order, so every root comes after the roots it reads
+            stores = [array(slot_names[slot_of[id(p)]]) for p in writes.get(id(r), [])]
+            expr = fusion.rewrite_products(expr_of[id(r)].xreplace(subs), pull)
+            steps.append((root_name[id(r)], printer.doprint(expr), stores))
+            ps = ", ".join(f"'{comment_text(p.name)}'" for p in writes.get(id(r), []))
+            notes.append(f"'{comment_text(r.name)}'" + (f" -> {ps}" if ps else ""))
+        name = self.claim(f"_loop{flat_label}")
+        arrays = list(array_of.values())
+        self.loops += loops.kernel_source(
+            name, arrays, scalars, loads, steps,
+            f"Group {flat_label}: {'; '.join(notes)}; one pass over {total} elements.")
+        args = list(array_of) + call_scalars
+        r0 = roots[-1]
+        self.tail.append((f"# group {flat_label} ({len(roots)} values, {calls} NumPy calls): "
+                          f"one fused loop, in place (Numba)", r0))
+        self.tail.append((f"{name}({', '.join(args)})", r0))
+        return True
 
     def _plan_roots(self, m, roots, root_pos, expr_of, reads, writes, order, slot_names, total,
                     dtype, scratch) -> dict:

@@ -323,6 +323,18 @@ class Emitter:
         self.lines.append(f"np.copyto({dest}, {self._scalar(e)})")
 
 
+def rewrite_products(expr: sp.Expr, pull) -> sp.Expr:
+    """`expr` with `pull` (Emitter._pull_scalars) applied to every product, inner first:
+    the fused loops (loops.py) divide once per element where the expression has a
+    scalar common to a denominator's terms, as the ufunc calls do."""
+    if expr.is_Atom:
+        return expr
+    args = [rewrite_products(a, pull) for a in expr.args]
+    if expr.is_Mul:
+        return sp.Mul(*pull(args))
+    return expr.func(*args) if any(a is not b for a, b in zip(args, expr.args)) else expr
+
+
 def _safe_to_pull(a, em: "Emitter") -> bool:
     if em.klass(a) != "scalar":
         return False

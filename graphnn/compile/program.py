@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import GraphError, ShapeError
 from ..graph import Graph, Node
+from . import loops
 from .passes import Function, optimize as run_passes
 
 BACKENDS = ("numpy", "cupy", "cuda")
@@ -165,32 +166,43 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bool = True,
             updates: dict | None = None, inputs: Sequence[Node] = (), name: str | None = None,
-            fast: bool | None = None):
+            fast: bool | None = None, kernels: str = "auto"):
     """Compile output nodes (and optional in-place parameter updates) into a Program.
 
     `inputs` lists extra nodes to feed instead of computing (cut points), e.g. to
     evaluate a gradient with an intermediate value overridden. `fast` picks the
     buffer-reusing, fused, flat-parameter program of `compile/fast.py`; by default
-    it is used for training steps (when `updates` are given)."""
+    it is used for training steps (when `updates` are given).
+
+    `kernels` (fast programs only) says how whole-buffer parameter updates run:
+    "auto" fuses a large update (Adam on 16,384 or more elements) into one loop
+    compiled by Numba when Numba is installed (`pip install graphnn[fast]`), "numba"
+    does so for every update it can print (an error without Numba), and "numpy"
+    never does (the program then needs NumPy alone)."""
     # Compiling allocates many small containers that are freed by reference counting;
     # the cycle collector only rescans the (large) live heap meanwhile, which cost a
     # third of the compile time of a depth-1024 step. It is paused, then restored.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile(outputs, backend, optimize, updates, inputs, name, fast)
+        return _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels)
     finally:
         if enabled:
             gc.enable()
 
 
-def _compile(outputs, backend, optimize, updates, inputs, name, fast):
+def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     single = isinstance(outputs, Node)
     outs = [outputs] if single else list(outputs)
     if not outs and not updates:
         raise GraphError("compile needs at least one output")
     if backend not in BACKENDS:
         raise GraphError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    if kernels not in loops.MODES:
+        raise GraphError(f"unknown kernels {kernels!r}; choose from {loops.MODES}")
+    if kernels == "numba" and not loops.available():
+        raise GraphError("kernels='numba' needs Numba, which is not installed "
+                         "(pip install 'graphnn[fast]'); use kernels='auto' or 'numpy'")
     graph = (outs[0] if outs else next(iter(updates))).graph
     for o in list(outs) + list((updates or {}).keys()) + list((updates or {}).values()) + list(inputs):
         if not isinstance(o, Node):
@@ -211,7 +223,7 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast):
         fn, passes = run_passes(fn)
     if fast is None:
         fast = bool(ups) and optimize
-    key = content_hash(fn, backend + ("-fast" if fast else ""), name or "")
+    key = content_hash(fn, backend + (f"-fast-{kernels}" if fast else ""), name or "")
     if backend != "numpy":
         raise GraphError(f"backend {backend!r} is not implemented yet in this version "
                          "(the GPU targets are planned work); use backend='numpy'")
@@ -220,7 +232,7 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast):
         from .fast import FastPrinter as P
     hit = _CACHE.get(key)
     if hit is None:
-        printer = P(fn, name or graph.name)
+        printer = P(fn, name or graph.name, kernels) if fast else P(fn, name or graph.name)
         source, line_nodes = printer.source()
         filename = f"<graphnn {ascii(graph.name)[1:-1]} {key[:12]}>"  # no NUL/newline from names
         code = builtins.compile(source, filename, "exec")
