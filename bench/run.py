@@ -85,11 +85,11 @@ COMPILE_DEPTHS = (8, 32, 128, 1024)
 PEER_COMPILE_DEPTHS = (8, 32, 128)
 
 
-def make_graphnn(spec, params, X, Y, fast=True):
+def make_graphnn(spec, params, X, Y, fast=True, kernels="auto"):
     import graphnn as gn
     from workloads import graphnn_step
     g, loss, updates, ps = graphnn_step(spec, params)
-    prog = gn.compile([loss], updates=updates, fast=fast)
+    prog = gn.compile([loss], updates=updates, fast=fast, kernels=kernels)
     args = prog.args_for({"x": X, "y": Y})
     fn = prog.fn
 
@@ -104,6 +104,7 @@ def implementations():
     from peers import PEERS
     impls = {"numpy": lambda s, p, X, Y: NumpyStep(s, p, X, Y),
              "graphnn": make_graphnn,
+             "graphnn-numpy": lambda s, p, X, Y: make_graphnn(s, p, X, Y, kernels="numpy"),
              "graphnn-plain": lambda s, p, X, Y: make_graphnn(s, p, X, Y, fast=False)}
     impls.update(PEERS)
     return impls
@@ -330,7 +331,7 @@ def machine() -> dict:
 
 
 def table(results) -> str:
-    impls = ["graphnn", "graphnn-plain", "jax", "pytensor", "torch"]
+    impls = ["graphnn", "graphnn-numpy", "graphnn-plain", "jax", "pytensor", "torch"]
     head = "| step | NumPy (us) | " + " | ".join(impls) + " | target |"
     rows = [head, "|" + "---|" * (len(impls) + 3)]
     for name, r in results.items():
