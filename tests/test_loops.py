@@ -151,3 +151,22 @@ def test_trainer_with_adam_trains_through_the_loop():
     hist = tr.fit({"x": X, "y": Y}, epochs=5, batch_size=64, seed=0, verbose=False)
     assert "_loop0(" in tr.step_program.source
     assert hist.loss[-1] < 0.5 * hist.loss[0]
+
+
+@numba_only
+def test_saved_program_is_numpy_only_and_computes_the_same(tmp_path):
+    import importlib.util
+    spec = SPECS["mlp"]
+    X, Y = data(spec)
+    g, loss, ups, ps = _adam_mlp()
+    prog = gn.compile([loss], updates=ups)
+    assert "import numba" in prog.source
+    prog.save(tmp_path / "mlp_step.py")
+    text = (tmp_path / "mlp_step.py").read_text()
+    assert "numba" not in text and "np.sqrt(_flat0" in text
+    mod_spec = importlib.util.spec_from_file_location("mlp_step", tmp_path / "mlp_step.py")
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    saved = [float(mod.run(x=X, y=Y)[0]) for _ in range(3)]
+    live = [float(prog(x=X, y=Y)[0]) for _ in range(3)]
+    np.testing.assert_allclose(saved, live, rtol=1e-12)

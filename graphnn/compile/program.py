@@ -72,6 +72,7 @@ class Program:
         self.arg_nodes = args
         self.arg_names = [n.name for n in args]
         self.filename = namespace["__file__"]
+        self.numpy_source = None  # set when `source` calls Numba: what save() writes instead
 
     def __repr__(self):
         return (f"<graphnn.Program {self.graph.name!r} backend={self.backend} "
@@ -126,7 +127,10 @@ class Program:
         return None
 
     def save(self, path) -> None:
-        """Write a standalone module (imports numpy only) and its parameters (.npz)."""
+        """Write a standalone module (imports numpy only) and its parameters (.npz).
+
+        A program whose updates run as Numba loops is saved as its NumPy-only twin
+        (`kernels="numpy"`): the same computation, without the Numba dependency."""
         path = os.fspath(path)
         stem = os.path.splitext(os.path.basename(path))[0]
         params = {n.name: self.graph.values[n.name] for n in self.arg_nodes
@@ -147,7 +151,7 @@ class Program:
             "_load_params()",
             "",
         ]
-        text = self.source + "\n".join(loader)
+        text = (self.numpy_source() if self.numpy_source else self.source) + "\n".join(loader)
         _atomic_write(path, text.encode())
         if params:
             index = {n: i for i, n in enumerate(self.arg_names)}
@@ -247,8 +251,12 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     if "_adopt" in namespace:  # fast training steps keep parameters in flat buffers
         namespace["_adopt"](graph.values)
     # line_nodes refer to the nodes of the Function printed first; map by position
-    return Program(graph, fn, source, namespace, _remap(line_nodes, fn), single, backend,
+    prog = Program(graph, fn, source, namespace, _remap(line_nodes, fn), single, backend,
                    passes, key)
+    if fast and "\nimport numba\n" in source:
+        pname = name or graph.name
+        prog.numpy_source = lambda: P(fn, pname, "numpy").source()[0]
+    return prog
 
 
 def _remap(line_nodes, fn):
