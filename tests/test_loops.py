@@ -170,3 +170,19 @@ def test_saved_program_is_numpy_only_and_computes_the_same(tmp_path):
     saved = [float(mod.run(x=X, y=Y)[0]) for _ in range(3)]
     live = [float(prog(x=X, y=Y)[0]) for _ in range(3)]
     np.testing.assert_allclose(saved, live, rtol=1e-12)
+
+
+@numba_only
+def test_hostile_names_stay_in_comments():
+    """Names from a model file reach the loop only through comments and identifiers."""
+    rng = np.random.default_rng(1)
+    g = gn.Graph("bad")
+    x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+    W = g.param('w"""\nimport os  # \\', value=rng.normal(size=(3, 2)))
+    b = g.param("b'''\n", value=np.zeros(2))
+    loss = gn.mse(x @ W + b, y)
+    ups = optim.Adam(lr=0.01).build([W, b], gn.grad(loss, [W, b]))
+    prog = gn.compile([loss], updates=ups, kernels="numba")
+    assert "def _loop0(" in prog.source and "\nimport os" not in prog.source
+    feeds = {"x": rng.normal(size=(4, 3)), "y": rng.normal(size=(4, 2))}
+    assert np.isfinite(prog(**feeds)[0])

@@ -153,9 +153,10 @@ def kernel_source(name: str, arrays: list[str], scalars: list[str], loads: list[
     """The lines of one loop kernel and its Numba compilation.
 
     `arrays`/`scalars`: parameter names; `loads`: (local, array) read at index i;
-    `steps`: (local, expression, arrays it is stored into), in dependency order."""
+    `steps`: (local, expression, arrays it is stored into), in dependency order;
+    `doc`: one line, already made safe for a comment (printer.comment_text)."""
     lines = [f"def {name}({', '.join(arrays + scalars)}):",
-             f'    """{doc}"""',
+             f"    # {doc}",  # a comment, not a docstring: `doc` holds node names
              f"    for i in range({arrays[0]}.shape[0]):"]
     for local, a in loads:
         lines.append(f"        {local} = {a}[i]")
