@@ -3,7 +3,7 @@
 NumPy runs an optimizer update as one call per operation, each a full pass over
 the flat buffers: Adam is 12 passes over 85,002 elements (288 us on the
 benchmark machine), where one loop that reads each element once and computes
-every new value in registers takes 90 us (bench/README.md). When Numba is
+every new value in registers takes 87 us (bench/README.md). When Numba is
 installed (the `fast` extra), `fast.py` prints such an update as a plain Python
 loop over the flat buffers and has Numba compile it; without Numba, or below
 `MIN_ELEMENTS`, the update stays NumPy.
@@ -101,7 +101,8 @@ class LoopPrinter(PythonCodePrinter):
 
     def _print_Pow(self, e, rational=False):
         base, ex = e.args
-        b = self.parenthesize(base, 60) if not (base.is_Symbol or base.is_Number) else self._print(base)
+        b = self.parenthesize(base, precedence(e)) if not (base.is_Symbol or base.is_Number) \
+            else self._print(base)
         if ex == 2:
             return f"({b}*{b})"
         if ex == sp.S.Half:
@@ -110,7 +111,7 @@ class LoopPrinter(PythonCodePrinter):
             return f"(1.0/{b})"
         if ex == -sp.S.Half:
             return f"(1.0/math.sqrt({self._print(base)}))"
-        return f"({b}**{self.parenthesize(ex, 60)})"
+        return f"({b}**{self.parenthesize(ex, precedence(e))})"
 
     def _print_exp(self, e):
         return f"math.exp(min({self._print(e.args[0])}, 300.0))"
