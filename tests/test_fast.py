@@ -364,3 +364,26 @@ def test_tiny_products_use_dot_and_never_write_a_strided_view():
     np.testing.assert_allclose(lf, lp, rtol=1e-12)
     for k in pp:
         np.testing.assert_allclose(pf[k], pp[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("op,axis,dtype", [("softmax", -1, "float64"), ("log_softmax", -1, "float64"),
+                                           ("softmax", 0, "float64"), ("log_softmax", 0, "float32")])
+def test_softmax_runs_in_preallocated_buffers(op, axis, dtype):
+    """softmax / log_softmax in a training step: no allocating helper, same values."""
+    def build():
+        rng = np.random.default_rng(9)
+        g = gn.Graph("sm", dtype=dtype)
+        x, y = g.input("x", (None, 3)), g.input("y", (None, 4))
+        W = g.param("W", value=rng.normal(size=(3, 4)).astype(dtype))
+        loss = gn.mse(getattr(gn, op)(x @ W, axis=axis), y)
+        with g.provenance(role="update"):
+            ups = {W: W - 0.5 * gn.grad(loss, [W])[0]}
+        return g, loss, ups
+
+    rng = np.random.default_rng(10)
+    feeds = {"x": rng.normal(size=(6, 3)).astype(dtype), "y": rng.normal(size=(6, 4)).astype(dtype)}
+    (lp, pp, _), (lf, pf, prog) = _plain_and_fast(build, feeds)
+    assert f"_{op}(" not in prog.source and "np.maximum.reduce(" in prog.source
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(lf, lp, rtol=tol)
+    np.testing.assert_allclose(pf["W"], pp["W"], rtol=tol, atol=tol)

@@ -540,6 +540,11 @@ class FastPrinter:
                 st.uses = [id(self.source_of(n.inputs[0]))]
                 st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed)]
                 entries.append((st, n, ("reduce",)))
+            elif n.op in ("softmax", "log_softmax") and n.shape != () and \
+                    n.dtype.kind == "f" and n.inputs[0].dtype == n.dtype:
+                st.uses = [id(self.source_of(n.inputs[0]))]
+                st.defines = [memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed)]
+                entries.append((st, n, ("softmax",)))
             elif id(n) in self.dots and fixed is None:
                 st.uses = [id(self.source_of(i)) for i in self.dots[id(n)].inputs]
                 entries.append((st, n, ("dot", self.dots[id(n)])))
@@ -1217,6 +1222,8 @@ class _Texts:
                        f"out={f['gWb']})  " + p.note(
                     f["gW"], f" (fused: {comment_text(f['gb'].name)}=sum, the bias gradient, "
                              f"as the row of ones)")]
+            elif kind[0] == "softmax":
+                yield [p.note(n, f" -> {out}")] + _softmax_lines(p, n, out)
             elif kind[0] == "copyin":
                 yield [f"np.copyto({kind[1]}, {p.value_of(n)})  # {comment_text(n.name)}: "
                        f"beside a column of ones (folded biases)"]
@@ -1255,6 +1262,29 @@ class _Texts:
                     yield [f"np.copyto({fixed}, {code})  " + p.note(n)]
                 else:
                     yield [f"{ident} = {code}  " + p.note(n)]
+
+
+def _softmax_lines(p: FastPrinter, n: Node, out: str) -> list[str]:
+    """softmax / log_softmax into `out` with preallocated temporaries: the helper
+    functions of the plain printer allocate five arrays per call (36 us against
+    about 12 us for mlp's [128, 10] logits)."""
+    from ..ops import shapes
+    x = n.inputs[0]
+    ax = shapes.norm_axes((n.attrs["axis"],), x.ndim, x.shape)[0]
+    dtype = _dname(n.dtype)
+    red = p.temp(tuple(1 if k == ax else d for k, d in enumerate(n.shape)), dtype, 0)
+    xs = p.value_of(x)
+    lines = [f"np.maximum.reduce({xs}, {ax}, None, {red}, True)",
+             f"np.subtract({xs}, {red}, out={out})"]  # shifted: the largest is 0
+    if n.op == "softmax":
+        return lines + [f"np.exp({out}, out={out})",
+                        f"np.add.reduce({out}, {ax}, None, {red}, True)",
+                        f"np.divide({out}, {red}, out={out})"]
+    e = p.temp(n.shape, dtype, 0)
+    return lines + [f"np.exp({out}, out={e})",
+                    f"np.add.reduce({e}, {ax}, None, {red}, True)",
+                    f"np.log({red}, out={red})",
+                    f"np.subtract({out}, {red}, out={out})"]
 
 
 def _flat_group(ms) -> bool:
