@@ -68,6 +68,8 @@ def test_loop_printer_prints_exact_literals_and_invariant_factors_first():
     assert p.doprint(-s * x * y / (1 + x)).startswith("(-s)*")  # s hoisted out of the loop
     assert p.doprint(s * c * (x + m)) == "(0.09999999999999998*s)*(m + x)"  # a sum stays one factor
     assert not loops.printable(sp.erf(x)) and loops.printable(sp.Max(x, 0) + sp.sqrt(y))
+    assert [loops.literal(v) for v in (math.inf, -math.inf, math.nan, -0.5)] == \
+        ["math.inf", "(-math.inf)", "math.nan", "(-0.5)"]  # names the loop knows
 
 
 def _adam_mlp():

@@ -19,6 +19,7 @@ and a float32 loop would round differently from the NumPy program.
 from __future__ import annotations
 
 import functools
+import math
 
 import sympy as sp
 from sympy.printing.precedence import precedence
@@ -145,8 +146,12 @@ class LoopPrinter(PythonCodePrinter):
 
 
 def literal(v: float) -> str:
-    """A float as an exact Python literal."""
-    return repr(v) if v >= 0 else f"({v!r})"
+    """A float as an exact Python literal (`math.inf`, `math.nan`: `repr` gives names
+    the loop does not know)."""
+    if v != v:
+        return "math.nan"
+    text = repr(v) if abs(v) != math.inf else "math.inf"
+    return text if v >= 0 else f"(-{text})" if abs(v) == math.inf else f"({text})"
 
 
 def kernel_source(name: str, arrays: list[str], scalars: list[str], loads: list[tuple[str, str]],
