@@ -150,22 +150,27 @@ def test_emitter_prints_in_place_ufunc_calls():
     import sympy as sp
     L0, L1, L2 = (fusion.leaf_symbol(k) for k in range(3))
     shapes = {L0: "full", L1: "full", L2: "scalar"}
-    lines, n_t, _ = fusion.emit(L1 * (1 - L0 ** 2), shapes, "float64", None)
+    lines, n_t, _, _ = fusion.emit(L1 * (1 - L0 ** 2), shapes, "float64", None)
     assert lines == ["np.square({L0}, out={OUT})", "np.subtract(1.0, {OUT}, out={OUT})",
                      "np.multiply({OUT}, {L1}, out={OUT})"] and n_t == 0
     # writing into an input: only the last call may write {OUT} before the input is read
-    lines, n_t, _ = fusion.emit(L0 - L2 * L1, shapes, "float64", L0)
+    lines, n_t, _, _ = fusion.emit(L0 - L2 * L1, shapes, "float64", L0)
     assert lines[-1] == "np.subtract({L0}, {T0}, out={OUT})" and n_t == 1
     # a quotient of a leaf starts from its computed divisor and divides into it
-    lines, n_t, _ = fusion.emit(L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), shapes, "float64", None)
+    lines, n_t, _, _ = fusion.emit(L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), shapes, "float64", None)
     assert lines == ["np.sqrt({L0}, out={OUT})", "np.add({OUT}, (1.0e-8*{L2}), out={OUT})",
                      "np.divide({L1}, {OUT}, out={OUT})",
                      "np.multiply({OUT}, ({L2}**2), out={OUT})"] and n_t == 0
     # a plain scalar factor stays inside: pulled out, s = 0 would turn 0 into nan
-    lines, _, _ = fusion.emit(L2 * L1 / (L0 * L2 + 1e-8), shapes, "float64", None)
+    lines, _, _, _ = fusion.emit(L2 * L1 / (L0 * L2 + 1e-8), shapes, "float64", None)
     assert lines[0] == "np.multiply({L0}, {L2}, out={OUT})"
     relu = fusion.substitute("relu", (), [L0])
-    assert fusion.emit(relu, shapes, "float64", None)[0] == ["np.maximum({L0}, 0.0, out={OUT})"]
+    # max/min compare with a filled array (no fast NumPy loop for a scalar operand)
+    assert fusion.emit(relu, shapes, "float64", None)[::3] == (["np.maximum({L0}, {F0}, out={OUT})"],
+                                                               ["0.0"])
+    lines, _, _, fills = fusion.emit(sp.Min(L0, 2) * sp.exp(L1), shapes, "float64", None)
+    assert fills == ["2.0", "300.0"] and lines[:2] == ["np.minimum({L0}, {F0}, out={OUT})",
+                                                       "np.minimum({L1}, {F1}, out={T0})"]
 
 
 def test_emitted_code_matches_sympy_meaning():
@@ -178,10 +183,11 @@ def test_emitted_code_matches_sympy_meaning():
     exprs = [L0 - L2 * L1 / (sp.sqrt(L0) / L2 + 1e-8), L1 * fusion.substitute("relu_dx", (), [L1]),
              sp.exp(L1) * L0 + L1 ** 3, fusion.substitute("sigmoid", (), [L1]) * L2 - L0,
              -L0 / L1 ** 2, L1 / (L0 + L2), L2 * L1 / (L0 / L2 + 3),
-             L2 * L1 / (L0 / L2 + L1 / L2) - L0, L1 - L0 / (L1 * L1 + 1)]
+             L2 * L1 / (L0 / L2 + L1 / L2) - L0, L1 - L0 / (L1 * L1 + 1),
+             fusion.substitute("relu", (), [L1]) * L0, sp.Max(L1, 0.5, L0) - sp.Min(L1, -0.25)]
     for e in exprs:
         for alias in (None, L0):
-            lines, n_t, n_b = fusion.emit(e, shapes, "float64", alias)
+            lines, n_t, n_b, fills = fusion.emit(e, shapes, "float64", alias)
             env = {"np": np, "L0": a.copy(), "L1": b.copy(), "L2": c}
             out = env["L0"] if alias is L0 else np.empty_like(a)
             names = {"L0": "L0", "L1": "L1", "L2": "L2", "OUT": "OUT"}
@@ -189,6 +195,8 @@ def test_emitted_code_matches_sympy_meaning():
             names.update({f"B{k}": f"B{k}" for k in range(n_b)})
             env.update({f"T{k}": np.empty_like(a) for k in range(n_t)})
             env.update({f"B{k}": np.empty(a.shape, bool) for k in range(n_b)})
+            names.update({f"F{k}": f"F{k}" for k in range(len(fills))})
+            env.update({f"F{k}": np.full(a.shape, float(v)) for k, v in enumerate(fills)})
             env["OUT"] = out
             for ln in lines:
                 exec(ln.format(**names), env)

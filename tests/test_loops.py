@@ -40,8 +40,9 @@ def test_loop_printer_means_what_the_numpy_emitter_means(expr):
     pairs = list(zip(rng.normal(size=40) * 3, rng.normal(size=40) * 3)) + [(800.0, -900.0)]
     xs, ys = np.array(pairs).T
     shapes = {x: "full", y: "full"}
-    lines, n_t, n_b = fusion.emit(expr, shapes, "float64", None)
+    lines, n_t, n_b, fills = fusion.emit(expr, shapes, "float64", None)
     env = {"x": xs, "y": ys, "OUT": np.empty_like(xs)}
+    env.update({f"F{k}": np.full(xs.shape, float(v)) for k, v in enumerate(fills)})
     env.update({f"T{k}": np.empty_like(xs) for k in range(n_t)})
     env.update({f"B{k}": np.empty(xs.shape, bool) for k in range(n_b)})
     with np.errstate(all="ignore"):

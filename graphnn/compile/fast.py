@@ -92,6 +92,7 @@ class FastPrinter:
         self.optional_views: dict[str, str] = {}  # line -> the view it defines, left out if unread
         self.alloc_lines: list[str] = []
         self.temps: dict[tuple, str] = {}
+        self.fills: dict[tuple, str] = {}  # (shape, dtype, number) -> read-only filled array
         self.batch_consts: list[Node] = []
         self.gtemps: dict[tuple, str] = {}
         self._emit_memo: dict = {}
@@ -357,7 +358,7 @@ class FastPrinter:
                       "(graphnn/compile/loops.py)"] + self.loops
         # allocation for batch size B
         bufs = sorted(plan.buffers.items(), key=lambda kv: int(kv[0][4:]))
-        alloc_names = [b for b, _ in bufs] + list(self.temps.values())
+        alloc_names = [b for b, _ in bufs] + list(self.temps.values()) + list(self.fills.values())
         lines += ["", "_B = None", "", "", "def _alloc(B):",
                   '    """(Re)allocate the buffers of every intermediate for batch size B."""']
         alloc_names += [self.namer(n) for n in self.batch_consts]
@@ -378,6 +379,10 @@ class FastPrinter:
                          + self.note(n))
         for (shape, dtype, k), t in self.temps.items():
             lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
+        for (shape, dtype, number), f in self.fills.items():
+            lines.append(f"    {f} = np.full({_shape_code(shape)}, {number}, dtype=np.{dtype})  "
+                         "# for np.maximum/np.minimum: faster than a scalar")
+            lines.append(f"    {f}.flags.writeable = False")
         for aug, view, h in self.augs:
             k = h.shape[1]
             lines.append(f"    {aug} = np.ones({_shape_code((h.shape[0], k + 1))}, "
@@ -693,13 +698,15 @@ class FastPrinter:
         hit = _EMIT_CACHE.get(ekey)
         if hit is None:
             hit = _EMIT_CACHE[ekey] = fusion.emit(expr, shapes, _dname(root.dtype), alias_sym)
-        lines, n_t, n_b = hit
+        lines, n_t, n_b, fills = hit
         fmt = dict(names)
         fmt["OUT"] = out
         for k in range(n_t):
             fmt[f"T{k}"] = self.temp(root.shape, _dname(root.dtype), k)
         for k in range(n_b):
             fmt[f"B{k}"] = self.temp(root.shape, "bool", k)
+        for k, number in enumerate(fills):
+            fmt[f"F{k}"] = self.fill(root.shape, _dname(root.dtype), number)
         return [ln.format(**fmt) for ln in lines]
 
     def matmul_fn(self, n: Node, inputs, out: str) -> str:
@@ -723,6 +730,14 @@ class FastPrinter:
         if key not in self.temps:
             self.temps[key] = self.claim(f"_tmp{k}_{dtype}_{_tag(shape)}")
         return self.temps[key]
+
+    def fill(self, shape, dtype, number: str) -> str:
+        """A read-only array of `shape` filled with `number` (see fusion.Emitter)."""
+        key = (shape, dtype, number)
+        if key not in self.fills:
+            what = "zeros" if float(number) == 0 else "fill"
+            self.fills[key] = self.claim(f"_{what}_{dtype}_{_tag(shape)}")
+        return self.fills[key]
 
     # -- update groups ------------------------------------------------------------------------------
     def _groups(self):
@@ -953,13 +968,15 @@ class FastPrinter:
                 self.globals_.append(f"{renamed[dest]} = np.zeros({_shape_code(shape)}, "
                                      f"dtype=np.{dtype})")
         for j, r in best["roots"]:
-            dest, ps, lines, fmt, n_t, n_b, deferred = best["code"][j]
+            dest, ps, lines, fmt, n_t, n_b, fills, deferred = best["code"][j]
             dest = renamed.get(dest, dest)
             fmt = {s: renamed.get(v, v) for s, v in fmt.items()}
             for k in range(n_t):
                 fmt.setdefault(f"T{k}", self.global_temp(shape, dtype, k))
             for k in range(n_b):
                 fmt[f"B{k}"] = self.global_temp(shape, "bool", k)
+            for k, number in enumerate(fills):
+                fmt[f"F{k}"] = self.fill(shape, dtype, number)
             what = f"'{comment_text(r.name)}'" + (f" (and the same for every parameter of group "
                                                    f"{flat_label})" if total is not None else "")
             upd = ", ".join(f"'{comment_text(p.name)}'" for p in ps)
@@ -1105,7 +1122,7 @@ class FastPrinter:
             hit = self._emit_memo.get(key)
             if hit is None:
                 hit = self._emit_memo[key] = fusion.emit(expr, shapes, dtype, alias)
-            lines, n_t, n_b = hit
+            lines, n_t, n_b, fills = hit
             fmt["OUT"] = dest
             # temporaries in dead scratch buffers: slots no later root reads, or read by
             # this root only up to the call that first writes the temporary
@@ -1126,7 +1143,7 @@ class FastPrinter:
                     fmt[f"T{t}"] = scratch[pick]
             full = {s.name for s, c in shapes.items() if c == "full"}
             cost += sum(_call_cost(ln, fmt, full) for ln in lines)
-            code[j] = (dest, ps, lines, fmt, n_t, n_b, deferred)
+            code[j] = (dest, ps, lines, fmt, n_t, n_b, fills, deferred)
         return {"cost": cost, "code": code, "names": names,
                 "roots": [(j, roots[j]) for j in order]}
 

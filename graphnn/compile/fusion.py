@@ -54,7 +54,12 @@ class Emitter:
     `shapes[k]` is the shape class of leaf `Lk` ("full": the output's shape,
     "scalar", or another tuple); the result goes to `{OUT}`; `{T0}`... are
     float temporaries of the output's shape and `{B0}`... boolean ones.
-    `{OUT}` may alias leaf `alias` (in-place): then only the last call writes it."""
+    `{OUT}` may alias leaf `alias` (in-place): then only the last call writes it.
+    `{F0}`... are read-only arrays of the output's shape filled with a number
+    (`fills[k]`): np.maximum and np.minimum have no fast loop for a scalar operand
+    (NumPy 2.4, 128 x 256 float64: 17 us against a scalar, 4.2 us against an
+    array of zeros; 0.51 against 0.33 us at 4 x 2), so relu and the exp clamp
+    compare with such an array."""
 
     def __init__(self, shapes: dict[sp.Symbol, object], dtype: str, alias: sp.Symbol | None):
         self.shapes = shapes
@@ -65,6 +70,7 @@ class Emitter:
         self.n_t = 0
         self.free_b: list[int] = []
         self.n_b = 0
+        self.fills: list[str] = []
         self.scalar_printer = ExprPrinter(dtype)
         self.exp_bound = "40.0" if dtype == "float32" else "300.0"
 
@@ -86,6 +92,12 @@ class Emitter:
             return f"{{B{self.free_b.pop()}}}"
         self.n_b += 1
         return f"{{B{self.n_b - 1}}}"
+
+    def fill(self, number: str) -> str:
+        """The placeholder of a full-shape array of `number` (a literal)."""
+        if number not in self.fills:
+            self.fills.append(number)
+        return f"{{F{self.fills.index(number)}}}"
 
     def release(self, reg: str) -> None:
         if reg.startswith("{T"):
@@ -154,10 +166,10 @@ class Emitter:
         elif isinstance(e, sp.exp):
             a = self.operand(e.args[0], inner)
             if a.startswith("{T") or a == dest:
-                self.lines.append(f"np.minimum({a}, {self.exp_bound}, out={a})")
+                self.lines.append(f"np.minimum({a}, {self.fill(self.exp_bound)}, out={a})")
             else:  # clamp as the plain printer does inside larger expressions
                 t = inner if inner is not None else self.temp()
-                self.lines.append(f"np.minimum({a}, {self.exp_bound}, out={t})")
+                self.lines.append(f"np.minimum({a}, {self.fill(self.exp_bound)}, out={t})")
                 a = t
             self.lines.append(f"np.exp({a}, out={dest})")
             self.release_if(a, dest)
@@ -186,6 +198,9 @@ class Emitter:
         """a op b op c ...; terms that `split` recognises use the inverse op."""
         if op == "np.multiply":
             args = self._pull_scalars(args)
+        elif op in ("np.maximum", "np.minimum"):  # numbers last: they become filled arrays
+            args = sorted(args, key=lambda a: a.is_Number)
+
         scal = [a for a in args if self.klass(a) == "scalar"]
         if len(scal) > 1 and inv_op is not None:  # one scalar operand for all scalar factors
             combined = (sp.Add if op == "np.add" else sp.Mul)(*scal)
@@ -226,7 +241,10 @@ class Emitter:
             else:
                 target = acc if acc.startswith("{T") else self.temp()
             # a term may use dest as scratch while the accumulator is not held there
-            b = self.operand(t, inner if (inner is not None and not acc_reg) else None)
+            if op in ("np.maximum", "np.minimum") and t.is_Number:  # see the class docstring
+                b = self.fill(_number(t))
+            else:
+                b = self.operand(t, inner if (inner is not None and not acc_reg) else None)
             self.lines.append(f"{inv_op if inv else op}({acc}, {b}, out={target})")
             self.release_if(b, target)
             if acc != target:
@@ -307,7 +325,7 @@ class Emitter:
                 and isinstance(cond, sp.Rel):
             # relu-like: max(x, 0) when the branch is the compared value
             if cond.rel_op == ">" and cond.lhs == v and cond.rhs == 0 and v.is_Symbol:
-                self.lines.append(f"np.maximum({{{v.name}}}, 0.0, out={dest})")
+                self.lines.append(f"np.maximum({{{v.name}}}, {self.fill('0.0')}, out={dest})")
                 return
             if v == 1:  # a 0/1 mask
                 self._compare(cond, dest, inner)
@@ -366,7 +384,8 @@ def _number(e) -> str:
 
 
 def emit(expr: sp.Expr, shapes: dict, dtype: str, alias: sp.Symbol | None):
-    """(lines, number of float temps, number of boolean temps) for `{OUT} = expr`."""
+    """(lines, number of float temps, number of boolean temps, fill numbers) for
+    `{OUT} = expr` (see Emitter for the placeholders)."""
     if alias is not None:
         # writing {OUT} early is still safe when every read of the aliased leaf comes first
         free = Emitter(shapes, dtype, None)
@@ -375,10 +394,10 @@ def emit(expr: sp.Expr, shapes: dict, dtype: str, alias: sp.Symbol | None):
         last_read = max((k for k, ln in enumerate(lines) if leaf in ln), default=-1)
         first_write = min((k for k, ln in enumerate(lines) if "out={OUT}" in ln), default=0)
         if first_write >= last_read:
-            return lines, free.n_t, free.n_b
+            return lines, free.n_t, free.n_b, free.fills
     em = Emitter(shapes, dtype, alias)
     lines = em.emit(expr)
-    return lines, em.n_t, em.n_b
+    return lines, em.n_t, em.n_b, em.fills
 
 
 def _is_mask(e) -> bool:
