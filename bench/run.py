@@ -327,7 +327,29 @@ def machine() -> dict:
         except Exception:
             vers[mod] = None
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "versions": vers, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+            "versions": vers, "blas": blas(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def blas() -> dict:
+    """NumPy's BLAS as it runs here: library, version and the kernel it chose.
+
+    OpenBLAS picks its kernels for the CPU at load time unless OPENBLAS_CORETYPE
+    forces a core; some machines set it (with OPENBLAS_L2_SIZE) because older
+    OpenBLAS builds fail on their CPU. Forced to an older core, NumPy's matmuls
+    (and so hand-written NumPy, graphnn and PyTensor) run at about half speed
+    while JAX and torch keep their own kernels, so the report names the kernel
+    and the variables; `make bench` unsets both for its own command."""
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"environment": env, "note": "threadpoolctl not installed: kernel unknown"}
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and
+            "numpy" in (i.get("filepath") or "")] or \
+        [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    info = {k: libs[0].get(k) for k in ("internal_api", "version", "architecture")} if libs else {}
+    return {**info, "environment": env}
 
 
 def table(results) -> str:
@@ -357,6 +379,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     rounds = 5 if a.quick else 21
     only = [s for s in a.only.split(",") if s]
+    b = blas()
+    print(f"NumPy's BLAS: {b.get('internal_api')} {b.get('version')}, kernel {b.get('architecture')}"
+          + (f" (forced by OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
+             if "OPENBLAS_CORETYPE" in os.environ else ""), flush=True)
     report = {"machine": machine(), "method": {
         "rounds": rounds, "block_seconds": BLOCK_S, "threads_note": "one CPU, pinned", "statistic": "median over interleaved rounds",
         "ratio": "time per step / hand-written NumPy time per step (lower is better)",
