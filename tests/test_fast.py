@@ -350,7 +350,8 @@ def test_tiny_products_use_dot_and_never_write_a_strided_view():
     xor = graphnn_step(SMALL["xor"])
     assert "np.matmul(" not in gn.compile([xor[1]], updates=xor[2]).source
     big = graphnn_step(SPECS["mlp"])
-    assert "np.dot(" not in gn.compile([big[1]], updates=big[2]).source
+    dots = [ln for ln in gn.compile([big[1]], updates=big[2]).source.splitlines() if "np.dot(" in ln]
+    assert dots and all("_ones_" in ln for ln in dots)  # only the row sums (row_sum)
 
     def linear_stack():
         rng = np.random.default_rng(7)
@@ -392,6 +393,37 @@ def test_softmax_runs_in_preallocated_buffers(op, axis, dtype):
     feeds = {"x": rng.normal(size=(6, 3)).astype(dtype), "y": rng.normal(size=(6, 4)).astype(dtype)}
     (lp, pp, _), (lf, pf, prog) = _plain_and_fast(build, feeds)
     assert f"_{op}(" not in prog.source and "np.maximum.reduce(" in prog.source
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(lf, lp, rtol=tol)
+    np.testing.assert_allclose(pf["W"], pp["W"], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_sums_are_products_with_ones(keepdims, dtype):
+    """A sum over the last axis of a fixed-width 2-D float array is np.dot with a
+    read-only column of ones; a sum over the batch axis stays a reduction. The
+    values, and the trained parameters, match the plain program."""
+    def build():
+        rng = np.random.default_rng(4)
+        g = gn.Graph("rows", dtype=dtype)
+        x, y = g.input("x", (None, 3)), g.input("y", (None, 5))
+        W = g.param("W", value=rng.normal(size=(3, 5)).astype(dtype))
+        h = gn.tanh(x @ W)
+        rows = gn.sum(h * y, axis=1, keepdims=keepdims)
+        cols = gn.sum(h, axis=0)
+        loss = gn.mean(rows * rows) + gn.mean(cols * cols)
+        with g.provenance(role="update"):
+            ups = {W: W - 0.1 * gn.grad(loss, [W])[0]}
+        return g, loss, ups
+
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.normal(size=(7, 3)).astype(dtype), "y": rng.normal(size=(7, 5)).astype(dtype)}
+    (lp, pp, _), (lf, pf, prog) = _plain_and_fast(build, feeds)
+    ones = f"_ones_{dtype}_5x1" if keepdims else f"_ones_{dtype}_5"
+    assert f"np.dot(" in prog.source and f", {ones}, out=" in prog.source
+    assert f"{ones}.flags.writeable = False" in prog.source
+    assert "np.add.reduce(" in prog.source  # the sum over the batch axis
     tol = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(lf, lp, rtol=tol)
     np.testing.assert_allclose(pf["W"], pp["W"], rtol=tol, atol=tol)

@@ -381,7 +381,7 @@ class FastPrinter:
             lines.append(f"    {t} = np.empty({_shape_code(shape)}, dtype=np.{dtype})")
         for (shape, dtype, number), f in self.fills.items():
             lines.append(f"    {f} = np.full({_shape_code(shape)}, {number}, dtype=np.{dtype})  "
-                         "# for np.maximum/np.minimum: faster than a scalar")
+                         "# a read-only operand (faster than a scalar or a reduction)")
             lines.append(f"    {f}.flags.writeable = False")
         for aug, view, h in self.augs:
             k = h.shape[1]
@@ -725,6 +725,21 @@ class FastPrinter:
         dims = (a.shape[0], a.shape[1], b.shape[1])
         return "np.dot" if math.prod(d for d in dims if d is not None) <= 64 else "np.matmul"
 
+    def row_sum(self, x: Node, src: str, axis: int, keepdims: bool, out: str) -> str | None:
+        """`np.dot(x, ones, out=out)` for a sum over the last axis of a 2-D float array
+        of fixed width, or None for np.add.reduce.
+
+        BLAS's matrix-vector product adds a row in a fraction of the reduction's time
+        (NumPy 2.4, float64: 0.60 against 2.5 us at 128 x 10, 2.5 against 6.5 us at
+        128 x 256). np.dot's `out` must be C-contiguous with the result's dtype: never
+        the [h, 1] views, whose inputs it would also copy."""
+        if x.ndim != 2 or axis != 1 or x.shape[1] is None or \
+                _dname(x.dtype) not in ("float32", "float64") or x.dtype != x.graph.dtype or \
+                out in self.aug_views or src in self.aug_views:
+            return None
+        ones = self.fill((x.shape[1], 1) if keepdims else (x.shape[1],), _dname(x.dtype), "1.0")
+        return f"np.dot({src}, {ones}, out={out})"
+
     def temp(self, shape, dtype, k) -> str:
         key = (shape, dtype, k)
         if key not in self.temps:
@@ -732,10 +747,11 @@ class FastPrinter:
         return self.temps[key]
 
     def fill(self, shape, dtype, number: str) -> str:
-        """A read-only array of `shape` filled with `number` (see fusion.Emitter)."""
+        """A read-only array of `shape` filled with `number`: an operand of np.maximum /
+        np.minimum (see fusion.Emitter) or of a row sum (row_sum)."""
         key = (shape, dtype, number)
         if key not in self.fills:
-            what = "zeros" if float(number) == 0 else "fill"
+            what = {0.0: "zeros", 1.0: "ones"}.get(float(number), "fill")
             self.fills[key] = self.claim(f"_{what}_{dtype}_{_tag(shape)}")
         return self.fills[key]
 
@@ -1256,7 +1272,10 @@ class _Texts:
                     yield [f"{ident} = np.add.reduce({p.value_of(x)}, {ax}){scale}  " + p.note(n)]
                 else:
                     kd = ", True" if n.attrs["keepdims"] else ""
-                    lines = [f"np.add.reduce({p.value_of(x)}, {ax}, None, {out}{kd})  " + p.note(n)]
+                    call = p.row_sum(x, p.value_of(x), axes[0], bool(kd), out) if \
+                        len(axes) == 1 and n.dtype == x.dtype else None
+                    call = call or f"np.add.reduce({p.value_of(x)}, {ax}, None, {out}{kd})"
+                    lines = [f"{call}  " + p.note(n)]
                     if scale:
                         lines.append(f"np.divide({out}, {scale[3:]}, out={out})")
                     yield lines
@@ -1294,13 +1313,13 @@ def _softmax_lines(p: FastPrinter, n: Node, out: str) -> list[str]:
     xs = p.value_of(x)
     lines = [f"np.maximum.reduce({xs}, {ax}, None, {red}, True)",
              f"np.subtract({xs}, {red}, out={out})"]  # shifted: the largest is 0
+    def row_sum(src):
+        return p.row_sum(x, src, ax, True, red) or f"np.add.reduce({src}, {ax}, None, {red}, True)"
     if n.op == "softmax":
-        return lines + [f"np.exp({out}, out={out})",
-                        f"np.add.reduce({out}, {ax}, None, {red}, True)",
+        return lines + [f"np.exp({out}, out={out})", row_sum(out),
                         f"np.divide({out}, {red}, out={out})"]
     e = p.temp(n.shape, dtype, 0)
-    return lines + [f"np.exp({out}, out={e})",
-                    f"np.add.reduce({e}, {ax}, None, {red}, True)",
+    return lines + [f"np.exp({out}, out={e})", row_sum(e),
                     f"np.log({red}, out={red})",
                     f"np.subtract({out}, {red}, out={out})"]
 
