@@ -200,7 +200,6 @@ class Emitter:
             args = self._pull_scalars(args)
         elif op in ("np.maximum", "np.minimum"):  # numbers last: they become filled arrays
             args = sorted(args, key=lambda a: a.is_Number)
-
         scal = [a for a in args if self.klass(a) == "scalar"]
         if len(scal) > 1 and inv_op is not None:  # one scalar operand for all scalar factors
             combined = (sp.Add if op == "np.add" else sp.Mul)(*scal)
