@@ -734,7 +734,8 @@ class FastPrinter:
         128 x 256). np.dot's `out` must be C-contiguous with the result's dtype: never
         the [h, 1] views, whose inputs it would also copy."""
         if x.ndim != 2 or axis != 1 or x.shape[1] is None or \
-                _dname(x.dtype) not in ("float32", "float64") or out in self.aug_views or src in self.aug_views:
+                _dname(x.dtype) not in ("float32", "float64") or \
+                out in self.aug_views or src in self.aug_views:
             return None
         ones = self.fill((x.shape[1], 1) if keepdims else (x.shape[1],), _dname(x.dtype), "1.0")
         return f"np.dot({src}, {ones}, out={out})"
