@@ -345,9 +345,8 @@ def blas() -> dict:
         from threadpoolctl import threadpool_info
     except ImportError:
         return {"environment": env, "note": "threadpoolctl not installed: kernel unknown"}
-    libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and
-            "numpy" in (i.get("filepath") or "")] or \
-        [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    libs = [i for i in found if "numpy" in (i.get("filepath") or "")] or found
     info = {k: libs[0].get(k) for k in ("internal_api", "version", "architecture")} if libs else {}
     return {**info, "environment": env}
 
@@ -379,16 +378,17 @@ def main(argv=None):
     t0 = time.perf_counter()
     rounds = 5 if a.quick else 21
     only = [s for s in a.only.split(",") if s]
-    b = blas()
+    report = {"machine": machine()}
+    b = report["machine"]["blas"]
     print(f"NumPy's BLAS: {b.get('internal_api')} {b.get('version')}, kernel {b.get('architecture')}"
           + (f" (forced by OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
              if "OPENBLAS_CORETYPE" in os.environ else ""), flush=True)
-    report = {"machine": machine(), "method": {
+    report["method"] = {
         "rounds": rounds, "block_seconds": BLOCK_S, "threads_note": "one CPU, pinned", "statistic": "median over interleaved rounds",
         "ratio": "time per step / hand-written NumPy time per step (lower is better)",
         "dtype": "float64", "threads": THREADS,
         "processes": "steps: one worker process per implementation, rounds interleaved by the "
-                     "parent; steps_same_process: every framework in one process"}}
+                     "parent; steps_same_process: every framework in one process"}
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     cpu = pin_cpu()  # workers inherit the affinity
     report["method"]["pinned_cpu"] = cpu
