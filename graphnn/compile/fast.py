@@ -125,7 +125,8 @@ class FastPrinter:
                 transparent[id(n)] = self.source_of(n.inputs[0], transparent)
             elif n.op in _VIEW_OPS and id(n) not in self.outputs:
                 transparent[id(n)] = self.source_of(n.inputs[0], transparent)
-            elif n.op == "transpose" and n.ndim == 2 and id(n) not in self.outputs:
+            elif n.op == "transpose" and n.ndim == 2 and id(n) not in self.outputs and \
+                    n.attrs.get("axes") in (None, (1, 0)):  # a swap, not (0, 1)
                 alias[id(n)] = None  # filled when printed
         self.transparent = transparent
         self.alias = alias
@@ -334,6 +335,7 @@ class FastPrinter:
                                   f"# update '{comment_text(p.name)}' in place", v))
         self.tail.extend((_late(self, t), n) for t, n in self.deferred)
         self.tail = [(_late(self, t), n) for t, n in self.tail]
+        outs = self._return_values()  # before the header: constants it names are defined there
         batch_arg = next(((a, d) for a in args for d, s in enumerate(a.shape) if s is None), None)
         lines = [
             f"# graphnn program {comment_text(self.name)} (graph {comment_text(self.fn.graph.name)}), "
@@ -413,15 +415,23 @@ class FastPrinter:
         for text, node in self.tail:
             lines.append("    " + self._fill(text, node))
             line_nodes[len(lines)] = node
-        outs = []
-        for o in self.fn.outputs:
-            v = self.value_of(o)
-            if id(o) in plan.buffer and o.shape != ():
-                v = f"{v}.copy()"
-            outs.append(v)
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
         lines += ["", ""] + self._adopt_source(args, arg_ids) + RUN_SOURCE
         return self._drop_unread_views(lines, line_nodes)
+
+    def _return_values(self) -> list[str]:
+        """The returned expressions: arrays the caller owns, never a buffer or a view
+        of one that the next call overwrites."""
+        outs = []
+        for o in self.fn.outputs:
+            v = self.value_of(o)
+            src = self.source_of(o)
+            if src.op == "const":  # a 0-d one is a literal, as in the plain program
+                v = v if src.value.ndim == 0 else f"{v}.copy()"
+            elif self.plan.shares_buffer(id(src)) and o.shape != ():
+                v = f"{v}.copy()"
+            outs.append(v)
+        return outs
 
     def _drop_unread_views(self, lines, line_nodes):
         """Leave out gradient views no other line names: a gradient computed into a
@@ -557,6 +567,8 @@ class FastPrinter:
                 continue
             else:
                 st.uses = [id(self.source_of(i)) for i in n.inputs]
+                if fixed is None:  # NumPy may return a view of an input: share its liveness
+                    st.views = {id(n): tuple(st.uses)}
                 entries.append((st, n, ("plain", fixed)))
         # update groups read their leaves after the straight line
         self.region_leaves = set()
@@ -1258,7 +1270,7 @@ class _Texts:
                 axes = shapes.norm_axes(n.attrs["axis"], x.ndim, x.shape)
                 ax = "None" if len(axes) == x.ndim else str(axes[0]) if len(axes) == 1 else str(axes)
                 scale = ""
-                if n.op == "mean":
+                if n.op == "mean" and axes:  # the mean over no axis (of a 0-d value) is itself
                     dims = ["_B" if x.shape[a] is None else str(x.shape[a]) for a in axes]
                     scale = f" / ({' * '.join(dims)})" if len(dims) > 1 else f" / {dims[0]}"
                     if dims and all(d != "_B" for d in dims):

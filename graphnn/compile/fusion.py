@@ -391,12 +391,18 @@ def emit(expr: sp.Expr, shapes: dict, dtype: str, alias: sp.Symbol | None):
         lines = free.emit(expr)
         leaf = "{" + alias.name + "}"
         last_read = max((k for k, ln in enumerate(lines) if leaf in ln), default=-1)
-        first_write = min((k for k, ln in enumerate(lines) if "out={OUT}" in ln), default=0)
+        first_write = min((k for k, ln in enumerate(lines) if _writes_out(ln)), default=0)
         if first_write >= last_read:
             return lines, free.n_t, free.n_b, free.fills
     em = Emitter(shapes, dtype, alias)
     lines = em.emit(expr)
     return lines, em.n_t, em.n_b, em.fills
+
+
+def _writes_out(line: str) -> bool:
+    """Whether a generated call writes {OUT}: as a ufunc's `out=` or as np.copyto's
+    destination (a Piecewise or any expression printed whole is copied in)."""
+    return "out={OUT}" in line or line.startswith("np.copyto({OUT},")
 
 
 def _is_mask(e) -> bool:
