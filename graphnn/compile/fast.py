@@ -1129,7 +1129,7 @@ class FastPrinter:
                               else self.namer(p))
                     alias = fusion.leaf_symbol(k) if k is not None and k in reads[id(r)] else None
             if dest is None:
-                dest = f"_upd{len(self.globals_)}_{comment_text(r.name)}"
+                dest = f"_upd{len(self.globals_)}_{self.namer(r)}"
                 for p in ps:
                     target = (self._param_flat(p, m, slot_names, total) if total is not None
                               else self.namer(p))

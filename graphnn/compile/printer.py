@@ -30,7 +30,11 @@ def comment_text(s: str) -> str:
 
 
 class Namer:
-    """Valid, unique Python identifiers for arbitrary node names."""
+    """Valid, unique Python identifiers for arbitrary node names.
+
+    An identifier made from a node name never starts with "_": the printers name
+    their own buffers, temporaries and helpers with a leading underscore (and
+    claim them here), so no user name can collide with one (`_B`, `_buf1`)."""
 
     def __init__(self, reserved=()):
         self.taken = set(RESERVED) | set(reserved)
@@ -41,8 +45,8 @@ class Namer:
         if got is not None:
             return got
         base = _BAD.sub("_", node.name) or "v"
-        if base[0].isdigit():
-            base = "v_" + base
+        if base[0].isdigit() or base[0] == "_":  # names the printers make start with "_"
+            base = "v" + base if base[0] == "_" else "v_" + base
         if keyword.iskeyword(base) or hasattr(builtins, base) or base.startswith("__"):
             base = base + "_"
         ident, k = base, 2
