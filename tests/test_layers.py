@@ -590,14 +590,19 @@ def test_child_without_seed_follows_parent_seed_but_own_seed_wins():
     np.testing.assert_array_equal(a[2], g.values["fc1/W"])
 
 
-@pytest.mark.parametrize("make, var", [
-    (lambda: gn.nn.Linear(300), 2.0 / (400 + 300)),                           # xavier by default
-    (lambda: gn.nn.Linear(300, activation="relu"), 2.0 / 400),                # he for relu family
-    (lambda: gn.nn.Linear(300, init="he_uniform"), 2.0 / 400),               # U(-a, a): a^2/3
-    (lambda: gn.nn.Linear(300, init="xavier_uniform"), 2.0 / 700),
-    (lambda: gn.nn.Linear(300, activation="tanh"), 2.0 / 700),
+@pytest.mark.parametrize("make, var, zero_bias", [
+    # PyTorch's nn.Linear default (issue 17 #13): U(+-1/sqrt(fan_in)) for W and b
+    (lambda: gn.nn.Linear(300), 1.0 / (3 * 400), False),
+    (lambda: gn.nn.Linear(300, activation="relu"), 1.0 / (3 * 400), False),
+    (lambda: gn.nn.Linear(300, activation="tanh"), 1.0 / (3 * 400), False),
+    (lambda: gn.nn.Linear(300, init="he_uniform"), 2.0 / 400, True),         # U(-a, a): a^2/3
+    (lambda: gn.nn.Linear(300, init="he_normal"), 2.0 / 400, True),
+    (lambda: gn.nn.Linear(300, init="xavier_uniform"), 2.0 / 700, True),
+    (lambda: gn.nn.Linear(300, init="glorot_normal"), 2.0 / 700, True),
+    (lambda: gn.nn.Linear(300, init="lecun_normal"), 1.0 / 400, True),
+    (lambda: gn.nn.Linear(300, init="lecun_uniform"), 1.0 / 400, True),
 ])
-def test_initializer_variance(make, var):
+def test_initializer_variance(make, var, zero_bias):
     g = gn.Graph("t", seed=3)
     layer = make()
     layer(g.input("x", (None, 400)))
@@ -605,7 +610,11 @@ def test_initializer_variance(make, var):
     assert W.shape == (400, 300)
     assert abs(W.mean()) < 0.02 * math.sqrt(var)
     assert W.var() == pytest.approx(var, rel=0.03)
-    np.testing.assert_array_equal(g.values["fc1/b"], 0.0)
+    b = g.values["fc1/b"]
+    if zero_bias:
+        np.testing.assert_array_equal(b, 0.0)
+    else:
+        assert np.all(np.abs(b) <= 1 / math.sqrt(400)) and np.std(b) > 0.5 / math.sqrt(3 * 400)
 
 
 def test_conv_initializer_uses_receptive_field_fan_in():
@@ -615,14 +624,15 @@ def test_conv_initializer_uses_receptive_field_fan_in():
     assert W.var() == pytest.approx(2.0 / (16 * 25), rel=0.05)
 
 
-def test_mlp_hidden_layers_use_he_and_last_layer_xavier():
+def test_mlp_layers_use_torch_default_with_their_own_fan_in():
     g = gn.Graph("t", seed=5)
     gn.nn.MLP([300, 100], activation="relu")(g.input("x", (None, 500)))
-    assert g.values["mlp/fc1/W"].var() == pytest.approx(2.0 / 500, rel=0.03)
-    assert g.values["mlp/fc2/W"].var() == pytest.approx(2.0 / 400, rel=0.03)  # not 2/300
+    assert g.values["mlp/fc1/W"].var() == pytest.approx(1.0 / (3 * 500), rel=0.03)
+    assert g.values["mlp/fc2/W"].var() == pytest.approx(1.0 / (3 * 300), rel=0.03)
     g2 = gn.Graph("t", seed=5)
-    gn.nn.MLP([300, 100], activation="tanh")(g2.input("x", (None, 500)))
-    assert g2.values["mlp/fc1/W"].var() == pytest.approx(2.0 / 800, rel=0.03)
+    gn.nn.MLP([300, 100], activation="tanh", init="he_normal")(g2.input("x", (None, 500)))
+    assert g2.values["mlp/fc1/W"].var() == pytest.approx(2.0 / 500, rel=0.03)
+    assert g2.values["mlp/fc2/W"].var() == pytest.approx(2.0 / 300, rel=0.03)
 
 
 # -- the three ways to differentiate agree through layers ----------------------------------------

@@ -11,9 +11,11 @@ children's included). Calling it again on a node of the same graph reuses the
 same parameters (weight sharing); calling it on another graph is an error.
 
 Initialization: `init=` names an initializer of `graphnn.nn.init` for the weight
-matrices (biases start at zero, normalization scales at one). The default is
-`he_normal` when the layer's activation is in the ReLU family (`RELU_FAMILY`)
-and `xavier_normal` otherwise. `seed=` makes the values reproducible; without
+matrices (biases start at zero, normalization scales at one). `Linear` and `MLP`
+default to PyTorch's nn.Linear init, ``torch_default``: W and b uniform in
++-1/sqrt(fan_in) (with it the biases are not zero; any other `init` keeps zero
+biases). Convolutions default to `he_normal` when the activation is in the ReLU
+family (`RELU_FAMILY`) and `xavier_normal` otherwise. `seed=` makes the values reproducible; without
 it a layer draws from the rng of its parent layer, else from the graph's
 (`Graph(seed=...)`).
 
@@ -34,7 +36,7 @@ from ..errors import GraphError, ShapeError
 from ..graph import Graph, Node
 from ..ops import api
 from ..ops.shapes import fmt
-from .init import INITIALIZERS, initialize
+from .init import DEFAULT_DENSE_INIT, INITIALIZERS, initialize, torch_default_bias
 
 __all__ = ["Layer", "Linear", "MLP", "Activation", "Conv1d", "Conv2d", "SelfAttention",
            "MultiHeadAttention", "Residual", "LayerNorm", "BatchNorm", "GLU", "KAN",
@@ -210,10 +212,12 @@ class Layer:
         return self._graph_building.dtype
 
     def param(self, local: str, shape: tuple, init: str | None = None,
-              fill: float | None = None, draw_shape: tuple | None = None) -> Node:
+              fill: float | None = None, draw_shape: tuple | None = None,
+              bias_fan_in: int | None = None) -> Node:
         """The parameter `<scope>/<local>`: created on the first call, reused after.
 
-        Values: `fill` (a constant), else initializer `init` (default xavier_normal)
+        Values: `fill` (a constant), else PyTorch's bias init U(+-1/sqrt(bias_fan_in)) when
+        `bias_fan_in` is given, else initializer `init` (default xavier_normal)
         drawn with the fans of `draw_shape` (default `shape`) and reshaped."""
         shape = tuple(int(d) for d in shape)
         node = self._own.get(local)
@@ -225,6 +229,8 @@ class Layer:
         g = self._graph_building
         if fill is not None:
             arr = np.full(shape, fill, dtype=np.float64)
+        elif bias_fan_in is not None:
+            arr = torch_default_bias(bias_fan_in, shape, self._rng)
         else:
             arr = initialize(init or "xavier_normal", draw_shape or shape, self._rng)
             arr = arr.reshape(shape)
@@ -295,10 +301,13 @@ class Linear(Layer):
     def forward(self, x: Node) -> Node:
         self._ndim(x, range(1, 64), "at least 1-d (..., in_features)")
         n_in = self._features(x, -1, "in_features")
-        W = self.param("W", (n_in, self.out_features), self.init or default_init(self.activation))
+        init = self.init or DEFAULT_DENSE_INIT
+        W = self.param("W", (n_in, self.out_features), init)
         y = x @ W
         if self.bias:
-            y = y + self.param("b", (self.out_features,), fill=0.0)
+            torch_like = init in ("torch_default", "torch", "pytorch")
+            y = y + self.param("b", (self.out_features,), fill=None if torch_like else 0.0,
+                               bias_fan_in=n_in if torch_like else None)
         return self._activate(y, self.activation)
 
 
