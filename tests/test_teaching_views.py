@@ -49,3 +49,23 @@ def test_torch_default_bounds_for_weight_and_bias():
     gn.nn.Linear(8)(g.input("x", (None, 25)))
     assert np.abs(g.values["fc1/W"]).max() <= 0.2
     assert np.abs(g.values["fc1/b"]).max() <= 0.2 and np.any(g.values["fc1/b"] != 0)
+
+
+# -- 1: plots display in a notebook --------------------------------------------------------------
+
+def test_plots_display_as_png_in_ipython():
+    from IPython.core.formatters import DisplayFormatter
+    from viz import plots
+    fig = plots.activation_gallery(["relu", "sigmoid"])
+    data, _ = DisplayFormatter().format(fig)
+    assert "image/png" in data and data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- 6: one y-axis for the vanishing-gradient comparison ----------------------------------------
+
+def test_vanishing_gradient_comparison_shares_y_axis():
+    from viz import plots
+    fig = plots.vanishing_gradient_comparison(depth=6)
+    a, b = fig.axes[:2]
+    assert a.get_shared_y_axes().joined(a, b)
+    assert a.get_ylim() == b.get_ylim()

@@ -1,8 +1,9 @@
 """Matplotlib figures: activations, training history, decision boundaries, gradient flow,
 and lecture 003's view of a shallow ReLU network as a piecewise-linear function.
 
-Every function returns a `matplotlib.figure.Figure` made with the Agg backend
-(no display needed) and never calls `pyplot.show`.
+Every function returns a `viz.figure.TeachingFigure` (a `matplotlib.figure.Figure`
+made without pyplot, with the Agg backend, that displays itself as PNG in
+Jupyter as the last expression of a cell) and never calls `pyplot.show`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy as sp
 from matplotlib.figure import Figure
+
+from .figure import TeachingFigure
 
 from graphnn.errors import GraphError
 from graphnn.ops.api import ACTIVATIONS
@@ -47,7 +50,7 @@ def activation_function(name: str):
 
 def _fig(n: int, cols: int, w: float = 3.0, h: float = 2.4) -> tuple[Figure, list]:
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
+    fig = TeachingFigure(figsize=(w * cols, h * rows), layout="constrained")
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     return fig, axes
 
@@ -115,7 +118,7 @@ def training_history(history, log: bool = False) -> Figure:
     `best_epoch`, `stopped_epoch` (in the same numbering as `epochs`, default 0, 1, ...).
     Without best_epoch, the epoch of the lowest validation loss is marked."""
     h = _history(history)
-    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    fig = TeachingFigure(figsize=(6, 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(h.epochs, h.train, label="train", color="#2c5aa0")
     if h.val is not None:
@@ -161,7 +164,7 @@ def decision_boundary(model, X, y=None, resolution: int = 150, margin: float = 0
     s = predict(pts)
     s = s.reshape(len(pts), -1)
     cls = s.argmax(1) if s.shape[1] > 1 else (s[:, 0] > threshold).astype(int)
-    fig = Figure(figsize=(5, 4.5), layout="constrained")
+    fig = TeachingFigure(figsize=(5, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.contourf(gx, gy, cls.reshape(gx.shape), alpha=0.3, cmap="coolwarm")
     ax.contour(gx, gy, cls.reshape(gx.shape), colors="k", linewidths=0.6)
@@ -216,7 +219,7 @@ def shallow_relu_network(theta, phi, x_range=(-2.0, 2.0)) -> Figure:
     pre = theta[:, 0][None, :] + theta[:, 1][None, :] * xs[:, None]
     h = np.maximum(pre, 0)
     y = phi[0] + h @ phi[1:]
-    fig = Figure(figsize=(7, 6), layout="constrained")
+    fig = TeachingFigure(figsize=(7, 6), layout="constrained")
     ax, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
     palette = ["#fde0dd", "#e0f3db", "#deebf7", "#fff7bc", "#efedf5", "#fee6ce", "#e5f5f9"]
     colours = {}
@@ -248,7 +251,7 @@ def gradient_flow(loss, feeds=None, params=None, ax=None, title: str | None = No
     The numbers are on `fig.graphnn_layers` (a LayerGradients list)."""
     layers = layer_gradients(loss, feeds, params)
     if ax is None:
-        fig = Figure(figsize=(max(5.0, 0.35 * len(layers) + 2), 3.6), layout="constrained")
+        fig = TeachingFigure(figsize=(max(5.0, 0.35 * len(layers) + 2), 3.6), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -291,12 +294,15 @@ def vanishing_gradient_comparison(depth: int = 20, width: int = 8, batch: int = 
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(batch, 4))
     Y = rng.normal(size=(batch, 1))
-    fig = Figure(figsize=(12, 4), layout="constrained")
+    fig = TeachingFigure(figsize=(12, 4), layout="constrained")
     out = {}
+    first = None
     for k, act in enumerate(("sigmoid", "relu")):
         g, loss = deep_mlp(act, depth, width, seed=seed,
                            init="he_normal" if act == "relu" else "xavier_normal")
-        ax = fig.add_subplot(1, 2, k + 1)
+        # one y-axis for both panels: the orders of magnitude are the point
+        ax = fig.add_subplot(1, 2, k + 1, sharey=first)
+        first = first or ax
         sub = gradient_flow(loss, {"x": X, "y": Y}, ax=ax, title=f"{depth} layers, {act}")
         out[act] = sub.graphnn_layers
     fig.suptitle("Vanishing gradient (lecture 004): mean |dL/dW| per layer")
