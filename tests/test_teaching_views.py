@@ -69,3 +69,93 @@ def test_vanishing_gradient_comparison_shares_y_axis():
     a, b = fig.axes[:2]
     assert a.get_shared_y_axes().joined(a, b)
     assert a.get_ylim() == b.get_ylim()
+
+
+# -- shared small graphs ---------------------------------------------------------------------
+
+def _tiny():
+    g = gn.Graph("tiny")
+    x = g.input("x", (None, 2))
+    W = g.param("W", value=np.array([[0.5], [-0.3]]))
+    J = ((x @ W) ** 2).mean().named("J")
+    return g, x, W, J
+
+
+def _lecture004():
+    """Lecture 004's 2-2-1 sigmoid network, parameters declared first."""
+    g = gn.Graph("net221")
+    x = g.input("x", (None, 2))
+    y = g.input("y", (None, 1))
+    w1 = g.param("w1", value=np.array([[0.15, 0.25], [0.20, 0.30]]))
+    b1 = g.param("b1", value=np.array([0.35, 0.35]))
+    w2 = g.param("w2", value=np.array([[0.40], [0.45]]))
+    b2 = g.param("b2", value=np.array([0.60]))
+    u1 = (x @ w1 + b1).named("u1")
+    h = gn.sigmoid(u1).named("h")
+    u2 = (h @ w2 + b2).named("u2")
+    yhat = gn.sigmoid(u2).named("yhat")
+    E = (0.5 * ((yhat - y) ** 2).sum()).named("E")
+    feeds = {"x": np.array([[0.05, 0.10]]), "y": np.array([[0.01]])}
+    return g, E, feeds
+
+
+def _snapshot(g):
+    return [(n.name, n.op) for n in g.nodes], dict(g.values)
+
+
+# -- 8: looking at a graph does not change it -------------------------------------------------
+
+def test_draw_with_gradients_leaves_the_graph_unchanged():
+    import viz
+    g, x, W, J = _tiny()
+    before, values = _snapshot(g)
+    for style in ("backward", "overlay"):
+        viz.draw(J, grads=True, feeds={"x": np.ones((3, 2))}, style=style)
+    viz.draw(J, tangents=True, feeds={"x": np.ones((3, 2))})
+    assert _snapshot(g)[0] == before and set(g.values) == set(values)
+    # the graph still works and names continue as before
+    dW, = gn.grad(J, [W])
+    assert len(g.nodes) > len(before)
+
+
+def test_stepping_leaves_the_graph_unchanged():
+    import viz
+    g, E, feeds = _lecture004()
+    before, _ = _snapshot(g)
+    viz.backprop_steps(E, feeds)
+    viz.forward_steps(E, feeds, wrt=g["w2"])
+    viz.plots.gradient_flow(E, feeds)
+    assert _snapshot(g)[0] == before
+
+
+# -- 11: draw a list of nodes ---------------------------------------------------------------------
+
+def test_draw_accepts_a_list_of_nodes():
+    import viz
+    g, x, W, J = _tiny()
+    tr = gn.Trainer(J, optimizer=gn.optim.SGD(lr=0.1))
+    d = viz.draw(tr.step_outputs)
+    assert d.graphnn.nodes > 4 and "W" in d.source
+
+
+# -- 9: gradient nodes named for what they are; no floating constants ---------------------------
+
+def test_drawn_gradient_nodes_are_named_and_no_stray_constants():
+    import viz
+    g, E, feeds = _lecture004()
+    d = viz.draw(E, grads=True, feeds=feeds)
+    src = d.source
+    assert "dE/dw1" in src and "dE/dw2" in src
+    import re
+    nodes = set(re.findall(r"^\t+(n\d+) \[", src, re.M))
+    linked = set(re.findall(r"(n\d+) -> ", src)) | set(re.findall(r"-> (n\d+)", src))
+    assert nodes and nodes <= linked      # no constant (the seed 1) floats unconnected
+    # backward nodes are not inside forward scope boxes
+    g2 = gn.Graph("scoped")
+    x2 = g2.input("x", (None, 3))
+    out = gn.nn.MLP([4, 1], activation="tanh")(x2)
+    d2 = viz.draw(out.mean().named("J"), grads=True)
+    body = d2.source
+    start = body.index("label=fc1")
+    fc1_cluster = body[start: body.index("}", start)]
+    assert "backward" not in fc1_cluster

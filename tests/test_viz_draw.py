@@ -34,7 +34,7 @@ def test_lecture001_values_and_gradients_drawn(no_dot):
     # every forward node shows name, op, shape, value and gradient
     yhat = g["yhat"]
     line = _node_line(src, f"n{yhat.index}")
-    assert "yhat\\nsigmoid\\nf64[]\\n= 0.5\\ndL= -1" in line
+    assert "yhat\\nsigmoid\\nf64[]\\n= 0.5\\ndE/dyhat= -1" in line   # the loss's own name
     # the full value sits in the tooltip
     w = g["w"]
     assert "[ 0.5 -0.3]" in _node_line(src, f"n{w.index}")
@@ -104,7 +104,7 @@ def test_grads_overlay_and_backward_styles():
     over = viz.draw(J, grads=True, feeds=feeds, style="overlay")
     back = viz.draw(J, grads=True, feeds=feeds, style="backward")
     assert over.graphnn.nodes < back.graphnn.nodes
-    assert "|g| " in over.source and "dL= " in over.source
+    assert "|g| " in over.source and "dJ/d" in over.source
     assert 'fillcolor="#fbe3e1"' not in over.source.split("cluster_legend")[0]
     with pytest.raises(ValueError, match="style"):
         viz.draw(J, grads=True, style="sideways")
@@ -115,7 +115,7 @@ def test_grads_overlay_and_backward_styles():
 def test_tangents_drawn():
     g, E, feeds = lecture001()
     d = viz.draw(E, tangents={"b": 1.0}, feeds=feeds)
-    assert any(n.role == "tangent" for n in g.nodes)
+    assert not any(n.role == "tangent" for n in g.nodes)   # drawing leaves the graph as it was
     assert "tangent= " in d.source and 'fillcolor="#ece2f7"' in d.source
     with pytest.raises(gn.GraphError):
         viz.draw(E, tangents={"b": np.ones(3)}, feeds=feeds)

@@ -12,6 +12,7 @@ from graphnn.autodiff import forward as fwd
 from graphnn.errors import GraphError
 from graphnn.graph import Graph, Node, fmt_shape, fmt_type
 from graphnn.ops.registry import get_op
+from graphnn.transient import transient
 
 from . import collapse, flow, styles
 from . import evaluate as ev
@@ -59,12 +60,37 @@ def _op_text(node: Node) -> str:
     return text
 
 
+def _last(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def grad_name(loss: Node, node: Node) -> str:
+    """The name a gradient node is shown by: d<loss>/d<node> (dJ/dW2)."""
+    return f"d{loss.name}/d{node.name}"
+
+
 def _short(v) -> str:
     s = repr(v)
     return s if len(s) <= 24 else s[:21] + "..."
 
 
 def _resolve(target, grads, tangents, loss):
+    if isinstance(target, (list, tuple)):
+        nodes_in = list(target)
+        if not nodes_in or not all(isinstance(n, Node) for n in nodes_in):
+            raise GraphError("draw: a list to draw must be a non-empty list of Nodes "
+                             "(e.g. trainer.step_outputs)")
+        g = nodes_in[0].graph
+        if any(n.graph is not g for n in nodes_in):
+            raise GraphError("draw: the nodes of the list belong to different graphs")
+        out = loss
+        if (grads or tangents) and out is None:
+            scalars = [n for n in nodes_in if n.shape == () and n.role == "forward"]
+            if not scalars:
+                raise GraphError("draw(grads=True) of a list: pass loss= (no scalar forward "
+                                 "node in the list)")
+            out = scalars[0]
+        return g, g.ancestors(nodes_in), out
     if isinstance(target, Graph):
         g = target
         nodes = g.nodes
@@ -78,7 +104,8 @@ def _resolve(target, grads, tangents, loss):
         return g, nodes, out
     if isinstance(target, Node):
         return target.graph, target.graph.ancestors([target]), (loss or target)
-    raise GraphError(f"draw: expected a Graph or a Node, got {type(target).__name__}")
+    raise GraphError(f"draw: expected a Graph, a Node or a list of Nodes, got "
+                     f"{type(target).__name__}")
 
 
 def _tangent_seeds(g: Graph, forward: list[Node], tangents) -> dict:
@@ -128,7 +155,11 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
          tangents=False, check=None, fold: bool = True, loss: Node | None = None,
          vanishing: float = flow.VANISHING, exploding: float = flow.EXPLODING,
          rankdir: str = "TB") -> graphviz.Digraph:
-    """Draw a graph, or everything a node depends on.
+    """Draw a graph, everything a node depends on, or everything a list of nodes depends on
+    (e.g. `trainer.step_outputs`).
+
+    Drawing never changes the graph: the gradient and tangent nodes it needs are built for
+    the drawing and removed from the graph afterwards (`graphnn.transient`).
 
     grads: add the gradient of the (scalar) output: `style="backward"` draws the
     reverse-mode graph next to the forward one, `style="overlay"` only puts
@@ -138,6 +169,18 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
     depth: keep this many levels of scope clusters, collapse the rest.
     check: a `gn.check_gradients` report; nodes whose modes disagree are red.
     The returned Digraph has `.graphnn` (a DrawInfo) and `.graphnn_flags`."""
+    g = g_or_node[0].graph if isinstance(g_or_node, (list, tuple)) and g_or_node and \
+        isinstance(g_or_node[0], Node) else getattr(g_or_node, "graph", g_or_node)
+    if not isinstance(g, Graph):
+        return _draw(g_or_node, grads, feeds, style, depth, max_nodes, legend, tangents, check,
+                     fold, loss, vanishing, exploding, rankdir)
+    with transient(g):
+        return _draw(g_or_node, grads, feeds, style, depth, max_nodes, legend, tangents, check,
+                     fold, loss, vanishing, exploding, rankdir)
+
+
+def _draw(g_or_node, grads, feeds, style, depth, max_nodes, legend, tangents, check, fold,
+          loss, vanishing, exploding, rankdir) -> graphviz.Digraph:
     if style not in STYLES:
         raise ValueError(f"draw: style must be one of {STYLES}, got {style!r}")
     if depth is not None and (not isinstance(depth, int) or depth < 0):
@@ -178,7 +221,21 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
         if id(n) not in shown_ids:
             shown_ids.add(id(n))
             drawn.append(n)
+    # a constant nothing drawn uses (the gradient seed 1, a graph's stray constants) would
+    # float unconnected in the picture
+    used = {id(i) for n in drawn for i in n.inputs}
+    roots = {id(out)} if out is not None else set()
+    if isinstance(g_or_node, Node):
+        roots.add(id(g_or_node))
+    drawn = [n for n in drawn if n.op != "const" or id(n) in used or id(n) in roots]
+    shown_ids = {id(n) for n in drawn}
     drawn.sort(key=lambda n: n.index)
+    adjoint_of: dict[int, Node] = {}
+    if gr is not None:
+        for n in forward:
+            a = gr.adjoint.get(id(n))
+            if a is not None and a.role == "backward" and id(a) not in adjoint_of:
+                adjoint_of[id(a)] = n
     info.nodes = len(drawn)
 
     # collapsing
@@ -241,14 +298,17 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
             continue
         kind = styles.node_kind(n)
         kinds.add(kind)
-        lines = [n.name, _op_text(n), fmt_type(n)]
+        title = n.name
+        if id(n) in adjoint_of and out is not None:
+            title = grad_name(out, adjoint_of[id(n)])   # what the node is, not matmul_4
+        lines = [title, _op_text(n), fmt_type(n)]
         tip = [g.format_node(n)]
         if id(n) in values:
             lines.append("= " + ev.summary(values[id(n)]))
             tip.append("value:\n" + ev.full(values[id(n)]))
         gv = grad_of(n)
         if gv is not None and n.role == "forward":
-            lines.append("dL= " + ev.summary(gv))
+            lines.append(f"d{out.name}/d{_last(n.name)}= " + ev.summary(gv))
             tip.append(f"d{out.name}/d{n.name}:\n" + ev.full(gv))
         t = tan.get(id(n))
         if t is not None and id(t) in values and n.role == "forward":
@@ -261,7 +321,10 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
         elif n.name in passed:
             attrs.update(styles.CHECK_PASSED)
             tip.append("check_gradients: modes agree")
-        cont = container(tuple(n.scope.split("/")) if n.scope else ())
+        path = tuple(n.scope.split("/")) if n.scope else ()
+        if n.role in ("backward", "tangent") and style == "backward":
+            path = (n.role,) + path    # the reverse graph beside the forward one, not inside it
+        cont = container(path)
         cont.node(f"n{n.index}", label=dot_text("\n".join(lines), 400),
                   tooltip=dot_text("\n\n".join(tip), 4000), id=f"n{n.index}", **attrs)
 
@@ -284,10 +347,22 @@ def draw(g_or_node, grads: bool = False, feeds: Mapping | None = None, style: st
             gs = [grad_of(m) for m in u.members if m.op == "param"]
             gs = [np.abs(np.asarray(x, dtype=np.float64)).ravel() for x in gs if x is not None]
             if gs:
-                lines.append(f"mean|dL/dparam|= {float(np.concatenate(gs).mean()):.3g}")
+                flat = np.concatenate(gs)
+                lines.append(f"mean|d{out.name}/dparam|= {float(flat.mean()):.3g}")
+                if u.folded > 1:   # never hide a spread of orders of magnitude (#6)
+                    blocks: dict[str, list] = {}
+                    for m in u.members:
+                        if m.op == "param" and grad_of(m) is not None:
+                            blocks.setdefault(m.scope, []).append(
+                                np.abs(np.asarray(grad_of(m), dtype=np.float64)).ravel())
+                    per = [float(np.concatenate(v).mean()) for v in blocks.values()]
+                    lines.append(f"per block: {min(per):.2g} .. {max(per):.2g}")
         tip = f"{u.label_scope}: {len(u.members)} nodes" + (
             f" in {u.folded} identical blocks ending at {u.last_scope}" if u.folded > 1 else "")
-        container(u.cluster).node(unit_name[id(u)], label=dot_text("\n".join(lines), 400),
+        upath = tuple(u.cluster)
+        if u.role in ("backward", "tangent") and style == "backward" and upath[:1] != (u.role,):
+            upath = (u.role,) + upath
+        container(upath).node(unit_name[id(u)], label=dot_text("\n".join(lines), 400),
                                   tooltip=dot_text(tip, 2000), id=unit_name[id(u)],
                                   **styles.NODE[kind])
 

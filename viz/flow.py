@@ -154,8 +154,10 @@ def layer_gradients(loss: Node, feeds: Mapping | None = None, params=None) -> La
     if not params:
         raise GraphError(f"{loss.name!r} depends on no parameters: nothing to show")
     from graphnn.autodiff.api import grad
-    grads = grad(loss, params)
-    vals = ev.evaluate(grads, feeds)
+    from graphnn.transient import transient
+    with transient(loss.graph):        # looking at gradients does not add them to the graph
+        grads = grad(loss, params)
+        vals = ev.evaluate(grads, feeds)
     layers: dict[str, list] = {}
     for p, gnode in zip(params, grads):
         layers.setdefault(p.scope or p.name, []).append((p.name, vals[id(gnode)]))

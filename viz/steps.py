@@ -27,6 +27,7 @@ from graphnn.errors import GraphError
 from graphnn.graph import Node, fmt_type
 from graphnn.ops.api import ACTIVATIONS
 from graphnn.ops.elementwise import ELEMENTWISE, derivative_expr
+from graphnn.transient import transient
 
 from . import evaluate as ev
 from . import flow
@@ -285,7 +286,18 @@ def _term_expr(incoming, local: Local, max_ops: int):
 
 
 def backprop_steps(loss: Node, feeds: Mapping | None = None, wrt=None, max_ops: int = MAX_OPS) -> Steps:
-    """One step per node from `loss` back to the inputs and params (reverse topological order)."""
+    """One step per node from `loss` back to the inputs and params, in the lecture's order:
+    a node comes as soon as every node that uses it is done, parameters first (so the output
+    layer's weights come right after the output layer, as in lecture 004).
+
+    The graph is left as it was (the adjoint nodes are built transiently)."""
+    if not isinstance(loss, Node):
+        raise GraphError(f"backprop_steps: expected the loss Node, got {type(loss).__name__}")
+    with transient(loss.graph):
+        return _backprop_steps(loss, feeds, wrt, max_ops)
+
+
+def _backprop_steps(loss: Node, feeds, wrt, max_ops: int) -> Steps:
     gr = flow.compute(loss, feeds, wrt)
     order, values = gr.forward, gr.values
     ex = Exprs(order, max_ops)
@@ -336,7 +348,15 @@ def _expand(e: sp.Expr, ex: Exprs, order: list[Node]):
 def forward_steps(y: Node, feeds: Mapping | None = None, wrt=None, max_ops: int = MAX_OPS) -> Steps:
     """Forward mode, step by step: the tangent of every node along one direction.
 
-    wrt: a Node (direction: ones), {node: direction array}, or None (the first parameter)."""
+    wrt: a Node (direction: ones), {node: direction array}, or None (the first parameter).
+    The graph is left as it was (the tangent nodes are built transiently)."""
+    if not isinstance(y, Node):
+        raise GraphError(f"forward_steps: expected a Node, got {type(y).__name__}")
+    with transient(y.graph):
+        return _forward_steps(y, feeds, wrt, max_ops)
+
+
+def _forward_steps(y: Node, feeds, wrt, max_ops: int) -> Steps:
     g = y.graph
     order = g.ancestors([y])
     if wrt is None:
