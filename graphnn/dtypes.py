@@ -5,6 +5,8 @@ import functools
 
 import numpy as np
 
+from .errors import DtypeError
+
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64",
           "int32": "i32", "bool": "bool"}
 ALLOWED = {"float64", "float32", "int64", "int32", "bool"}
@@ -14,9 +16,14 @@ _ALLOWED_DTYPES = frozenset(np.dtype(n) for n in ALLOWED)
 
 
 def as_dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+    """`dtype` as a NumPy dtype graphnn computes in; DtypeError for any other."""
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError) as e:  # np.dtype parses strings ("(2)f")
+        raise DtypeError(f"unsupported dtype {str(dtype)[:80]!r} ({e}); use one of "
+                         f"{sorted(ALLOWED)}") from None
     if dt not in _ALLOWED_DTYPES and dt.name not in ALLOWED:  # (dtype.name is slow to ask)
-        raise TypeError(f"unsupported dtype {dt.name!r}; use one of {sorted(ALLOWED)}")
+        raise DtypeError(f"unsupported dtype {dt.name!r}; use one of {sorted(ALLOWED)}")
     return dt
 
 

@@ -16,3 +16,8 @@ class GraphError(GraphnnError):
 
 class FormatError(GraphnnError, ValueError):
     """A model file is malformed, of an unknown version, or hostile."""
+
+
+class DtypeError(ShapeError, TypeError):
+    """A dtype graphnn does not compute in (complex, strings, objects, ...), or a value
+    that cannot be one of its dtypes. A ShapeError (and a TypeError, as it was before)."""

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import networkx as nx
 import numpy as np
 
-from . import dtypes
-from .errors import GraphError, ShapeError
+from . import dtypes, limits
+from .errors import DtypeError, GraphError, ShapeError
 
 Shape = tuple  # tuple[int | None, ...]; None is the batch dimension bound at call time
 
@@ -60,7 +60,33 @@ def _check_shape(shape, what: str, allow_none: bool) -> Shape:
             raise ShapeError(f"{what}: bad dimension {d!r} in shape {shape}")
     if out.count(None) > 1:
         raise ShapeError(f"{what}: at most one None (batch) dimension, got {shape}")
+    if limits.too_big(out):
+        raise ShapeError(f"{what}: {limits.limit_text(out)}")
     return tuple(out)
+
+
+def _as_array(value, dtype: np.dtype, what: str) -> np.ndarray:
+    """`value` as an array of `dtype`; DtypeError/ShapeError instead of NumPy's errors.
+
+    Complex values are refused (NumPy would drop the imaginary part), and so are
+    strings, bytes, dates and Python objects: they are not numbers to compute with."""
+    if isinstance(value, np.ndarray):
+        src = value
+    else:
+        try:
+            src = np.asarray(value)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise ShapeError(f"{what}: value is not a rectangular array of numbers ({e})") from None
+    if src.dtype.kind not in "biuf":
+        raise DtypeError(f"{what}: value has dtype {src.dtype} ({_KINDS.get(src.dtype.kind, 'not numbers')}); "
+                         f"graphnn computes in {sorted(dtypes.ALLOWED)}")
+    if limits.too_big(src.shape):
+        raise ShapeError(f"{what}: {limits.limit_text(src.shape)}")
+    return np.array(src, dtype=dtype)
+
+
+_KINDS = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
+          "M": "dates", "m": "time spans", "V": "raw records"}
 
 
 class Node:
@@ -98,7 +124,7 @@ class Node:
         """Number of elements, or None when the batch dimension is unbound."""
         if None in self.shape:
             return None
-        return int(np.prod(self.shape, dtype=np.int64))
+        return limits.elements(self.shape)
 
     def named(self, name: str) -> "Node":
         """Give this node a readable name (returns the node, for chaining)."""
@@ -269,7 +295,7 @@ class Graph:
         dt = dtypes.as_dtype(dtype or (value.dtype if isinstance(value, np.ndarray)
                                        and dtypes.is_float(value.dtype) else self.dtype))
         if value is not None:
-            arr = np.array(value, dtype=dt)
+            arr = _as_array(value, dt, f"param {name!r}")
             if shape is not None and tuple(shape) != arr.shape:
                 raise ShapeError(f"param {name!r}: value has shape {arr.shape}, "
                                  f"declared shape {tuple(shape)}")
@@ -280,16 +306,20 @@ class Graph:
             shape = _check_shape(shape, f"param {name!r}", allow_none=False)
             from .nn.init import initialize
             rng = np.random.default_rng(seed) if seed is not None else self.rng
-            arr = initialize(init, shape, rng).astype(dt)
+            try:
+                arr = initialize(init, shape, rng).astype(dt)
+            except ValueError as e:  # an unknown initializer name
+                raise GraphError(f"param {name!r}: {e}") from None
         node = self._leaf("param", name, tuple(arr.shape), dt)
         self.values[node.name] = arr
         return node
 
     def const(self, name: str | None, value, dtype=None) -> Node:
         """A fixed array baked into the graph (and into compiled code)."""
-        arr = np.array(value, dtype=dtype if dtype is not None else
-                       (self.dtype if not isinstance(value, np.ndarray) or
-                        dtypes.is_float(value.dtype) else value.dtype))
+        arr = _as_array(value, dtypes.as_dtype(dtype) if dtype is not None else
+                        (self.dtype if not isinstance(value, np.ndarray) or
+                         dtypes.is_float(value.dtype) else value.dtype),
+                        f"const {name!r}")
         if dtype is None and isinstance(value, np.ndarray) and dtypes.is_float(value.dtype):
             arr = arr.astype(value.dtype)
         dtypes.as_dtype(arr.dtype)

@@ -44,7 +44,7 @@ from typing import Mapping
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, limits
 from .errors import FormatError, GraphError, GraphnnError
 from .graph import LEAF_OPS, ROLES, Graph, Node
 
@@ -54,9 +54,10 @@ NODE_FIELDS = ("name", "op", "inputs", "attrs", "shape", "dtype", "scope", "role
 HEADER_FIELDS = ("format", "version", "name", "dtype", "nodes")
 DIGEST_FIELD = "arrays_sha256"
 MAX_OP_NAME = 200
-# derivative ops (`sigmoid_dx_dx`) are made on demand by sympy.diff; a file may not
-# ask for absurd orders (each level costs time, and the lookup recurses per level)
-MAX_DERIVATIVE_ORDER = 16
+# derivative ops (`sigmoid_dx_dx`) are made on demand by sympy.diff, and each order
+# costs ~2.5x the last (tanh: order 12 takes 10 s). graphnn itself builds order 2 (a
+# Hessian); a file may ask for one more, no higher, so loading a small file stays fast.
+MAX_DERIVATIVE_ORDER = 3
 _DERIVATIVE_SUFFIX = re.compile(r"(?:_d[a-z])+$")
 
 
@@ -285,6 +286,8 @@ def _shape(v, where: str) -> tuple:
             raise FormatError(f"{where}: bad dimension {_show(dim)} in shape {_show(v)}")
     if v.count(None) > 1:
         raise FormatError(f"{where}: shape {_show(v)} has more than one None (batch) dimension")
+    if limits.too_big(v):
+        raise FormatError(f"{where}: {limits.limit_text(v)}")
     return tuple(v)
 
 

@@ -23,7 +23,17 @@ def grad(y: Node, wrt: Node | Sequence[Node], mode: str = "reverse",
     closed form is then valid for that batch size only."""
     if isinstance(wrt, Node):
         wrt = [wrt]
-    wrt = list(wrt)
+    if not isinstance(y, Node):
+        raise GraphError(f"grad: y must be a Node, got {type(y).__name__} {_show(y)}")
+    try:
+        wrt = list(wrt)
+    except TypeError:
+        raise GraphError(f"grad: wrt must be a Node or a list of Nodes, got "
+                         f"{type(wrt).__name__}") from None
+    for w in wrt:
+        if not isinstance(w, Node):
+            raise GraphError(f"grad: wrt holds {type(w).__name__} {_show(w)}; grad can only "
+                             "differentiate with respect to Nodes")
     if disconnected not in ("zeros", "raise"):
         raise GraphError(f"disconnected must be 'zeros' or 'raise', got {disconnected!r}")
     if shapes is not None and mode != "symbolic":
@@ -36,6 +46,11 @@ def grad(y: Node, wrt: Node | Sequence[Node], mode: str = "reverse",
         from . import symbolic
         return symbolic.grad(y, wrt, disconnected, shapes=shapes)
     raise GraphError(f"unknown mode {mode!r}; choose from {MODES}")
+
+
+def _show(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
 
 
 vjp = reverse.vjp

@@ -27,7 +27,8 @@ _CACHE_MAX = 256
 def content_hash(fn: Function, backend: str, extra: str = "") -> str:
     """A hash of everything the generated code depends on (not of parameter values)."""
     h = hashlib.sha256()
-    h.update(f"{backend}|{extra}|{fn.graph.name}".encode())
+    # (surrogatepass: a lone surrogate is a valid JSON string, so a valid graph name)
+    h.update(f"{backend}|{extra}|{fn.graph.name}".encode("utf-8", "surrogatepass"))
     pos = {}
     cut = {id(c) for c in fn.cut}  # fed, not computed: their inputs are not in the order
     rows = []
@@ -207,6 +208,12 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     if kernels == "numba" and not loops.available():
         raise GraphError("kernels='numba' needs Numba, which is not installed "
                          "(pip install 'graphnn[fast]'); use kernels='auto' or 'numpy'")
+    if updates is not None and not isinstance(updates, dict):
+        raise GraphError(f"compile: updates must be a dict param -> new value, got "
+                         f"{type(updates).__name__}")
+    for o in list(outs) + list((updates or {}).keys()):
+        if not isinstance(o, Node):
+            raise GraphError(f"compile: {str(o)[:60]!r} is not a Node (give nodes, not names)")
     graph = (outs[0] if outs else next(iter(updates))).graph
     for o in list(outs) + list((updates or {}).keys()) + list((updates or {}).values()) + list(inputs):
         if not isinstance(o, Node):

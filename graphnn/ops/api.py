@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, limits
 from ..errors import GraphError, ShapeError
 from ..graph import Node
 from . import catalog  # noqa: F401  (declares the element-wise ops)
@@ -104,11 +104,11 @@ def reshape(x: Node, shape, name=None) -> Node:
         if None in x.shape:
             shape = tuple(None if d == -1 else d for d in shape)
         else:
-            known = int(np.prod([d for d in shape if d != -1]))
+            known = limits.elements(d for d in shape if d != -1)
             if known == 0 or x.size % known:
                 raise ShapeError(f"reshape {x.name!r}: cannot reshape {x.shape} into {shape}")
             shape = tuple(x.size // known if d == -1 else d for d in shape)
-    if x.op == "const" and name is None and None not in shape and x.size == int(np.prod(shape)):
+    if x.op == "const" and name is None and None not in shape and x.size == limits.elements(shape):
         # a constant reshaped is a constant (the backward seed 1.0 is reshaped so): folding
         # it here saves the compiler a whole-graph rebuild for one tiny fold
         return x.graph.const(None, x.value.reshape(shape))

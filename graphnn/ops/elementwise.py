@@ -204,8 +204,19 @@ def _infer(spec):
 def _numpy(spec):
     def code(args, attrs, node):
         t = template(spec.name, tuple(sorted(attrs.items())), node.dtype.name)
-        return t.format(*[_wrap(a) for a in args])
+        return t.format(*[_cast(a, i, node) for a, i in zip(args, node.inputs)])
     return code
+
+
+def _cast(code: str, inp, node) -> str:
+    """An integer or bool argument converted to the node's float dtype first.
+
+    The dtype rule (`dtypes.result_float`) says int64 + float32 is float32 and
+    int32 + int64 is float64; NumPy alone would compute float64 and int64. Casting
+    the integer operands makes what runs what the node declares (issue 14, D14)."""
+    if inp.dtype.kind in "biu" and node.dtype.kind == "f":
+        return f"np.asarray({code}, dtype=np.{node.dtype.name})"
+    return _wrap(code)
 
 
 def _sym(spec):

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import limits
 from ..errors import GraphError, ShapeError
 
 
@@ -79,6 +80,8 @@ def attr_shape(v):
             d = attr_int(d)
             if d < 0:
                 raise TypeError(f"negative dimension {d}")
+            if d > limits.MAX_ELEMENTS:
+                raise ValueError(f"dimension {d} exceeds {limits.MAX_ELEMENTS} (2**48)")
             out.append(d)
     return tuple(out)
 
@@ -138,7 +141,10 @@ class OpDef:
             shape, dtype = self.infer_fn(inputs, attrs)
         except Mismatch as e:
             raise ShapeError(f"{where()}: {e}") from None
-        return tuple(shape), np.dtype(dtype)
+        shape = tuple(shape)
+        if limits.too_big(shape):  # one place for every op (one_hot's depth, concat, ...)
+            raise ShapeError(f"{where()}: {limits.limit_text(shape)}")
+        return shape, np.dtype(dtype)
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from .. import dtypes
+from .. import dtypes, limits
 from . import shapes
 from .registry import (Mismatch, OpDef, attr_axes, attr_bool, attr_dtype, attr_int,
                        attr_ints, attr_shape, register)
@@ -127,8 +127,8 @@ def _reshape_infer(inputs, attrs):
     src, dst = inputs[0].shape, attrs["shape"]
     if dst.count(None) > 1:
         raise Mismatch(f"target shape {fmt(dst)} has more than one None")
-    known_src = int(np.prod([d for d in src if d is not None], dtype=np.int64))
-    known_dst = int(np.prod([d for d in dst if d is not None], dtype=np.int64))
+    known_src = limits.elements(src)  # Python ints: np.prod in int64 wraps
+    known_dst = limits.elements(dst)
     if (None in src) != (None in dst) or (None not in src and known_src != known_dst) \
             or (None in src and known_src != known_dst):
         raise Mismatch(f"cannot reshape {fmt(src)} into {fmt(dst)}")
