@@ -159,3 +159,26 @@ def test_drawn_gradient_nodes_are_named_and_no_stray_constants():
     start = body.index("label=fc1")
     fc1_cluster = body[start: body.index("}", start)]
     assert "backward" not in fc1_cluster
+
+
+# -- 10: steps in the lecture's order, named after the loss ---------------------------------------
+
+def test_steps_follow_the_lecture_output_layer_first():
+    import viz
+    g, E, feeds = _lecture004()
+    names = [s.name for s in viz.backprop_steps(E, feeds)]
+    assert names.index("w2") < names.index("h") < names.index("w1")
+    assert names.index("b2") < names.index("u1")
+    assert names[-2:] == ["y", "x"] or set(names[-2:]) == {"x", "y"}
+    text = viz.backprop_steps(E, feeds)[1].numbers()
+    assert "dE/d" in text and "dL" not in text
+
+
+# -- 3: small tensors in full, large ones as a labelled summary ----------------------------------
+
+def test_values_small_in_full_large_labelled():
+    from viz.evaluate import summary
+    assert summary(np.array([[0.15, 0.25], [0.2, 0.3]])) == "[[0.15, 0.25], [0.2, 0.3]]"
+    assert summary(np.array([-0.5, -0.25])) == "[-0.5, -0.25]"
+    big = summary(np.arange(40.0).reshape(5, 8))
+    assert big.startswith("5x8 tensor:") and "min 0" in big and "max 39" in big

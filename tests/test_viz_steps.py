@@ -24,9 +24,14 @@ def by_name(steps):
 def test_lecture001_chain_rule_terms():
     g, E, feeds = lecture001()
     steps = viz.backprop_steps(E, feeds)
-    # one step per node with an adjoint, loss first, reverse topological order
+    # one step per node with an adjoint, loss first, a reverse topological order (every
+    # node after all the nodes that use it; issue 17 #10: the lecture's order)
     assert steps[0].node is E
-    assert [s.node.index for s in steps] == sorted((s.node.index for s in steps), reverse=True)
+    pos = {id(s.node): k for k, s in enumerate(steps)}
+    for s in steps:
+        for i in s.node.inputs:
+            if id(i) in pos:
+                assert pos[id(i)] > pos[id(s.node)]
     st = by_name(steps)
     yhat, y, u2, b, w, x = (sym(n) for n in ("yhat", "y", "u2", "b", "w", "x"))
     sig_p = S.named_fn("sigmoid", prime=True)

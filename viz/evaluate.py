@@ -67,15 +67,29 @@ def norm(v: np.ndarray) -> float:
         return float(np.sqrt(np.sum(np.square(v))))
 
 
-def summary(v) -> str:
-    """One short line: the number for scalars, else shape, norm and range."""
+SMALL = 16   # tensors with at most this many entries are shown in full
+
+
+def _num(x) -> str:
+    return f"{float(x):.4g}"
+
+
+def summary(v, small: int = SMALL) -> str:
+    """One short line: the number for scalars, every entry of small tensors (<= `small`
+    entries, nested brackets in row order), a labelled summary for large ones:
+    `4x8 tensor: min -0.5, max 0.31, norm 1.2`."""
     v = np.asarray(v)
-    if v.size == 1:
-        return f"{float(v.reshape(())):.4g}" if v.dtype.kind in "biuf" else str(v.reshape(()))
+    if v.size == 1 and v.ndim == 0:
+        return _num(v.reshape(())) if v.dtype.kind in "biuf" else str(v.reshape(()))
     if v.size == 0:
         return f"empty {v.shape}"
-    return (f"{'x'.join(map(str, v.shape))} |.|={norm(v):.3g} "
-            f"[{float(np.min(v)):.3g}, {float(np.max(v)):.3g}]")
+    if v.dtype.kind not in "biuf":
+        return f"{'x'.join(map(str, v.shape))} tensor of {v.dtype}"
+    if v.size <= small:
+        return np.array2string(v, separator=", ", max_line_width=10**6,
+                               formatter={"all": _num}).replace("\n", "")
+    return (f"{'x'.join(map(str, v.shape))} tensor: min {float(np.min(v)):.3g}, "
+            f"max {float(np.max(v)):.3g}, norm {norm(v):.3g}")
 
 
 def full(v, max_chars: int = 1500) -> str:

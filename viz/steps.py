@@ -233,8 +233,8 @@ class Step:
             con = ev.summary(t.contribution) if t.contribution is not None else "?"
             lines.append(f"via {who}: {inc} x {loc} -> {con}")
         if self.derivative is not None:
-            lines.append(f"{'dL' if self.kind == 'backward' else 'tangent'} of {self.node.name} = "
-                         f"{ev.summary(self.derivative)}")
+            lines.append((f"d{self.of}/d{self.node.name}" if self.kind == "backward" else
+                          f"tangent of {self.node.name}") + f" = {ev.summary(self.derivative)}")
         return "\n".join(lines)
 
     def title(self) -> str:
@@ -308,10 +308,8 @@ def _backprop_steps(loss: Node, feeds, wrt, max_ops: int) -> Steps:
                 uses.setdefault(id(u), []).append((v, k))
     adj_expr: dict[int, sp.Expr | None] = {id(loss): sp.Integer(1)}
     steps = Steps()
-    for n in reversed(order):
+    for n in _lecture_order(order, gr, uses):
         a = gr.adjoint.get(id(n))
-        if a is None:
-            continue
         step = Step(len(steps), "backward", n, loss.name, ex.definition.get(id(n)),
                     values.get(id(n)), values.get(id(a)))
         exprs = []
@@ -331,6 +329,38 @@ def _backprop_steps(loss: Node, feeds, wrt, max_ops: int) -> Steps:
         steps.append(step)
     steps.root, steps.feeds, steps.kind = loss, dict(feeds or {}), "backward"
     return steps
+
+
+def _lecture_order(order: list[Node], gr, uses: dict) -> list[Node]:
+    """Reverse topological order as the lectures walk it: a node is ready once every node
+    using it is done; among ready nodes parameters and inputs go first, then the most
+    recently built node. So dE/dw2 follows dE/du2 (output layer first), wherever the
+    parameters were declared."""
+    import heapq
+    have = [n for n in order if id(n) in gr.adjoint]
+    waiting = {id(n): 0 for n in have}
+    for n in have:
+        for v, _ in uses.get(id(n), []):
+            if id(v) in gr.adjoint:
+                waiting[id(n)] += 1
+    heap = [(1, -n.index, n) for n in have if waiting[id(n)] == 0]
+    heapq.heapify(heap)
+    out, seen = [], set()
+    while heap:
+        _, _, n = heapq.heappop(heap)
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        out.append(n)
+        for u in n.inputs:
+            if id(u) not in waiting or id(u) in seen:
+                continue
+            waiting[id(u)] -= sum(1 for v, _ in uses.get(id(u), []) if v is n)
+            if waiting[id(u)] <= 0:
+                heapq.heappush(heap, (0 if u.op == "param" else 2 if u.op == "input" else 1,
+                                      -u.index, u))
+    out += [n for n in reversed(have) if id(n) not in seen]   # (unreachable: kept for safety)
+    return out
 
 
 def _expand(e: sp.Expr, ex: Exprs, order: list[Node]):
