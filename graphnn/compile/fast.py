@@ -33,7 +33,7 @@ import sympy as sp
 from .. import __version__
 from ..graph import Node, fmt_type
 from ..ops.registry import get_op
-from . import fusion, loops, memory
+from . import aliasing, fusion, loops, memory
 from .passes import Function
 from .printer import RUN_SOURCE, Namer, comment_text, const_definition, helper_source, literal
 
@@ -42,7 +42,7 @@ _BROADCAST = ("broadcast_like", "broadcast_to")
 
 
 def _is_ew(n: Node) -> bool:
-    return get_op(n.op).elementwise is not None
+    return not n.is_leaf and get_op(n.op).elementwise is not None
 
 
 def _attrs_key(n: Node) -> tuple:
@@ -96,6 +96,9 @@ class FastPrinter:
         self.batch_consts: list[Node] = []
         self.gtemps: dict[tuple, str] = {}
         self._emit_memo: dict = {}
+        self.snap: dict[int, str] = {}  # value -> its pre-update copy (see _snapshots)
+        self.param_views = aliasing.updated_views(self.order, {id(p) for p, _ in fn.updates},
+                                                  self.cut)
 
     def _helper_names(self):
         from .runtime import HELPERS
@@ -334,7 +337,7 @@ class FastPrinter:
                 self.tail.append((f"np.copyto({self.namer(p)}, {{{id(v)}}})  "
                                   f"# update '{comment_text(p.name)}' in place", v))
         self.tail.extend((_late(self, t), n) for t, n in self.deferred)
-        self.tail = [(_late(self, t), n) for t, n in self.tail]
+        self.tail = self._snapshots() + [(_late(self, t), n) for t, n in self.tail]
         outs = self._return_values()  # before the header: constants it names are defined there
         batch_arg = next(((a, d) for a in args for d, s in enumerate(a.shape) if s is None), None)
         lines = [
@@ -419,6 +422,20 @@ class FastPrinter:
         lines += ["", ""] + self._adopt_source(args, arg_ids) + RUN_SOURCE
         return self._drop_unread_views(lines, line_nodes)
 
+    def _snapshots(self) -> list[tuple[str, Node]]:
+        """Copies of the values that the tail or the return reads and that may look into
+        a parameter the tail writes (aliasing.py): outputs are pre-update values and
+        updates are simultaneous. Their readers name the copy (self.snap)."""
+        lines = []
+        late = [v for _, v in self.fn.updates if id(v) not in self.region] + list(self.fn.outputs)
+        for v in aliasing.needs_snapshot(late, self.order, {id(p) for p, _ in self.fn.updates},
+                                         self.cut):
+            src = self.value_of(v)
+            self.snap[id(v)] = self.claim("_pre")
+            lines.append((f"{self.snap[id(v)]} = np.array({src})  # '{comment_text(v.name)}' "
+                          "before the parameter updates", v))
+        return lines
+
     def _return_values(self) -> list[str]:
         """The returned expressions: arrays the caller owns, never a buffer or a view
         of one that the next call overwrites."""
@@ -426,7 +443,9 @@ class FastPrinter:
         for o in self.fn.outputs:
             v = self.value_of(o)
             src = self.source_of(o)
-            if src.op == "const":  # a 0-d one is a literal, as in the plain program
+            if id(o) in self.snap:
+                v = self.snap[id(o)]
+            elif src.op == "const":  # a 0-d one is a literal, as in the plain program
                 v = v if src.value.ndim == 0 else f"{v}.copy()"
             elif self.plan.shares_buffer(id(src)) and o.shape != ():
                 v = f"{v}.copy()"
@@ -454,6 +473,8 @@ class FastPrinter:
 
     # -- body ----------------------------------------------------------------------------------
     def value_of(self, n: Node) -> str:
+        if id(n) in self.snap:
+            return self.snap[id(n)]
         n = self.source_of(n)
         if n.op == "const":
             if n.value.ndim == 0:
@@ -833,10 +854,12 @@ class FastPrinter:
             sig = (tuple(wiring), tuple(kinds), outs)
             members.append({"nodes": nodes, "leaves": leaves, "params": params, "sig": sig,
                             "shape": shape, "kinds": kinds})
-        for m in members:  # a param one component updates and another reads: write it last
+        # a param one component updates and another reads (itself or through a view,
+        # `A - B.T`): write it last
+        for m in members:
+            own = {id(p) for p in m["params"]}
             for l in m["leaves"]:
-                if l.op == "param" and l not in m["params"]:
-                    self.foreign_read.add(id(l))
+                self.foreign_read |= set(self.param_views.get(id(l), ())) - own
         by_sig: dict = {}
         for m in members:
             by_sig.setdefault(m["sig"], []).append(m)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..graph import fmt_type
+from . import aliasing
 from .printer import RUN_SOURCE, Printer, comment_text
 
 
@@ -51,10 +52,22 @@ class NumPyPrinter(Printer):
         for stmt, node in body:
             lines.append("    " + stmt)
             line_nodes[len(lines)] = node
+        # updates are simultaneous and outputs are pre-update values: copy the values
+        # that may look into an updated parameter before the first write (aliasing.py)
+        cut = {id(c) for c in fn.cut}
+        snap = {}
+        for k, v in enumerate(aliasing.needs_snapshot(
+                [v for _, v in fn.updates] + list(fn.outputs), fn.order(),
+                {id(p) for p, _ in fn.updates}, cut) if fn.updates else []):
+            snap[id(v)] = f"_pre{k}"
+            lines.append(f"    _pre{k} = np.array({self.value_of(v)})  # '{comment_text(v.name)}' "
+                         "before the parameter updates")
+            line_nodes[len(lines)] = v
         for p, v in fn.updates:
-            lines.append(f"    {self.namer(p)}[...] = {self.value_of(v)}  # update "
+            lines.append(f"    {self.namer(p)}[...] = {snap.get(id(v), self.value_of(v))}  # update "
                          f"'{comment_text(p.name)}' in place")
             line_nodes[len(lines)] = v
+        out_vals = [snap.get(id(o), val) for o, val in zip(fn.outputs, out_vals)]
         ret = ", ".join(out_vals) + ("," if len(out_vals) == 1 else "")
         lines.append(f"    return ({ret})")
         lines += ["", "", *RUN_SOURCE]
