@@ -27,8 +27,8 @@ The JSON (format "graphnn", version 1)::
 Everything read is distrusted: any malformed or hostile content raises
 `FormatError` with the reason (and the node). `to_dict`/`to_arrays`/`from_dict`
 are the same encoding without files (checkpoints store them their own way).
-Both files are written atomically (temporary file in the same folder, then
-`os.replace`), the `.npz` first.
+Both files are written to temporaries in the same folder first, then both renamed
+(`archive.write_files`): a save that fails leaves the previous pair loadable.
 """
 from __future__ import annotations
 
@@ -38,13 +38,11 @@ import json
 import math
 import os
 import re
-import tempfile
-import zipfile
 from typing import Mapping
 
 import numpy as np
 
-from . import dtypes, limits
+from . import archive, dtypes, limits
 from .errors import FormatError, GraphError, GraphnnError
 from .graph import LEAF_OPS, ROLES, Graph, Node
 
@@ -163,24 +161,6 @@ def dumps(d: dict) -> str:
     return "{\n" + ",\n".join(head) + ',\n "nodes": [\n' + body + ("\n" if body else "") + " ]\n}\n"
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def npz_path(path) -> str:
     """`m.json` -> `m.npz` (same folder, same stem)."""
     return os.path.splitext(os.fspath(path))[0] + ".npz"
@@ -201,8 +181,8 @@ def save(g: Graph, path) -> None:
     text = dumps(d)  # encode everything before touching the disk
     buf = _io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_write(npz, buf.getvalue())
-    _atomic_write(path, text.encode("ascii"))
+    # both temporaries written, then both renamed: a failed save leaves the old pair
+    archive.write_files([(npz, buf.getvalue()), (path, text.encode("ascii"))])
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -470,23 +450,7 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise FormatError(f"the arrays file {path!r} is missing (it is written next to the "
                           "model JSON, same stem)")
-    out = {}
-    try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):  # a bare .npy gives an ndarray
-            raise FormatError(f"{path!r} is not an .npz archive")
-        with f:
-            for key in f.files:
-                try:
-                    out[key] = f[key]
-                except ValueError as e:  # pickled object arrays, corrupt headers
-                    raise FormatError(f"{path!r}: array {_show(key)} cannot be read "
-                                      f"safely: {e}") from None
-    except FormatError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise FormatError(f"{path!r} is not a readable .npz archive: {e}") from None
-    return out
+    return archive.read_npz(path)  # FormatError for any damage, checked before allocating
 
 
 def load(path) -> Graph:

@@ -4,16 +4,17 @@ from __future__ import annotations
 import builtins
 import gc
 import hashlib
+import io
 import linecache
 import marshal
 import os
 import sys
-import tempfile
 import traceback
 from typing import Sequence
 
 import numpy as np
 
+from .. import archive
 from ..errors import GraphError, ShapeError
 from ..graph import Graph, Node
 from . import loops
@@ -153,20 +154,14 @@ class Program:
             "",
         ]
         text = (self.numpy_source() if self.numpy_source else self.source) + "\n".join(loader)
-        _atomic_write(path, text.encode())
+        files = [(path, text.encode("utf-8"))]
         if params:
             index = {n: i for i, n in enumerate(self.arg_names)}
-            with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(npz)) or ".",
-                                             suffix=".npz", delete=False) as tmp:
-                np.savez(tmp, **{f"a{index[k]}": v for k, v in params.items()})
-            os.replace(tmp.name, npz)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    with tempfile.NamedTemporaryFile(dir=d, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
+            buf = io.BytesIO()
+            np.savez(buf, **{f"a{index[k]}": v for k, v in params.items()})
+            files.append((npz, buf.getvalue()))
+        # every temporary written before any rename; none left behind on failure
+        archive.write_files(files)
 
 
 def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bool = True,

@@ -28,13 +28,9 @@ Conventions
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -45,12 +41,10 @@ from ..graph import Node, fmt_shape
 from ..ops import api
 from .losses import one_hot_targets
 from . import optim as _optim
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION  # noqa: F401  (checkpoint.py)
 
 __all__ = ["Trainer", "EarlyStopping", "History", "DataError", "DivergedError",
            "accuracy", "binary_accuracy"]
-
-CHECKPOINT_FORMAT = "graphnn-checkpoint"
-CHECKPOINT_VERSION = 1
 
 
 class DataError(GraphnnError, ValueError):
@@ -620,157 +614,12 @@ class Trainer:
     def save_checkpoint(self, path) -> None:
         """Write params, optimizer state, epoch, step, RNG state, history and early-stopping
         state to one file atomically: a zip (npz layout) holding ``meta.json`` and one ``.npy``
-        per array. No pickle."""
-        path = os.fspath(path)
-        opt = self.optimizer
-        arrays: list[tuple[str, str, np.ndarray]] = []
-        values = self.graph.values
-        # (saved in the declared shape: compiled programs may hold params as flat-buffer views)
-        for p in self.params:
-            arrays.append(("param", p.name, np.reshape(values[p.name], p.shape)))
-        for name, node in opt.state.items():
-            arrays.append(("state", name[len(opt.prefix) + 1:],
-                           np.reshape(values[name], node.shape)))
-        es = self.early_stopping
-        es_state = None
-        if es is not None:
-            es_state = es.state_dict()
-            shapes = {p.name: p.shape for p in self.params}
-            for name, arr in es.best_params.items():
-                arrays.append(("best", name, np.reshape(arr, shapes[name])))
-        meta = {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "graph": self.graph.name, "epoch": self.epoch, "global_step": self.global_step,
-            "seed": self.seed,
-            "rng": None if self._rng is None else _jsonable_rng(self._rng),
-            "optimizer": {"type": type(opt).__name__, "hyper": opt.hyper()},
-            "arrays": [{"key": f"a{i}", "kind": k, "name": n} for i, (k, n, _) in enumerate(arrays)],
-            "history": self.history.to_dict(),
-            "early_stopping": es_state,
-        }
-        d = os.path.dirname(os.path.abspath(path)) or "."
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".ckpt-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-                    zf.writestr("meta.json", json.dumps(meta, indent=1))
-                    for i, (_, _, arr) in enumerate(arrays):
-                        with zf.open(f"a{i}.npy", "w") as f:
-                            np.lib.format.write_array(f, np.array(arr, order="C"),
-                                                      allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        per array. No pickle (see `graphnn.nn.checkpoint`)."""
+        from . import checkpoint
+        checkpoint.save(self, path)
 
     def load_checkpoint(self, path) -> None:
         """Restore a checkpoint written by `save_checkpoint` for the same model; the next
         `fit` continues where it stopped. Raises FormatError on a bad or mismatched file."""
-        path = os.fspath(path)
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise FormatError(f"{path}: not a graphnn checkpoint ({e})") from None
-        with zf:
-            try:
-                meta = json.loads(zf.read("meta.json").decode("utf-8"))
-            except (KeyError, ValueError, UnicodeDecodeError) as e:
-                raise FormatError(f"{path}: missing or malformed meta.json ({e})") from None
-            if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-                raise FormatError(f"{path}: not a graphnn checkpoint")
-            if meta.get("version") != CHECKPOINT_VERSION:
-                raise FormatError(f"{path}: checkpoint version {meta.get('version')!r}, this "
-                                  f"graphnn reads version {CHECKPOINT_VERSION}")
-            opt = self.optimizer
-            ometa = meta.get("optimizer")
-            if not isinstance(ometa, dict) or ometa.get("type") != type(opt).__name__:
-                got = ometa.get("type") if isinstance(ometa, dict) else ometa
-                raise FormatError(f"{path}: checkpoint of a {got!r} optimizer, this trainer "
-                                  f"uses {type(opt).__name__}")
-            if ometa.get("hyper") != json.loads(json.dumps(opt.hyper())):
-                warnings.warn(f"{path}: optimizer settings differ from the checkpoint's "
-                              f"({ometa.get('hyper')} there, {opt.hyper()} here)", stacklevel=2)
-            entries = meta.get("arrays")
-            if not isinstance(entries, list):
-                raise FormatError(f"{path}: 'arrays' must be a list")
-            expected = {("param", p.name): p for p in self.params}
-            for name, node in opt.state.items():
-                expected[("state", name[len(opt.prefix) + 1:])] = node
-            loaded: dict[tuple[str, str], np.ndarray] = {}
-            members = set(zf.namelist())
-            for ent in entries:
-                if not (isinstance(ent, dict) and isinstance(ent.get("key"), str)
-                        and isinstance(ent.get("name"), str) and ent.get("kind") in
-                        ("param", "state", "best")):
-                    raise FormatError(f"{path}: bad array entry {ent!r}")
-                member = ent["key"] + ".npy"
-                if not ent["key"].startswith("a") or not ent["key"][1:].isdigit() \
-                        or member not in members:
-                    raise FormatError(f"{path}: array entry {ent['key']!r} has no data")
-                try:
-                    with zf.open(member) as f:
-                        arr = np.lib.format.read_array(f, allow_pickle=False)
-                except (ValueError, OSError, EOFError) as e:
-                    raise FormatError(f"{path}: array {ent['name']!r} is unreadable ({e})") from None
-                kind, name = ent["kind"], ent["name"]
-                ref = expected.get((kind, name)) if kind != "best" else expected.get(("param", name))
-                if ref is None:
-                    raise FormatError(f"{path}: checkpoint has {kind} {name!r}, which this "
-                                      f"trainer does not have")
-                if arr.shape != ref.shape or arr.dtype != ref.dtype:
-                    raise FormatError(f"{path}: {kind} {name!r} has {arr.dtype}{list(arr.shape)} "
-                                      f"in the checkpoint, {ref.dtype}{list(ref.shape)} here")
-                loaded[(kind, name)] = arr
-            missing = sorted(f"{k} {n}" for k, n in expected if (k, n) not in loaded)
-            if missing:
-                raise FormatError(f"{path}: checkpoint lacks {missing}")
-            epoch, step = meta.get("epoch"), meta.get("global_step")
-            for what, v in (("epoch", epoch), ("global_step", step)):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise FormatError(f"{path}: {what} must be an integer >= 0, got {v!r}")
-            seed = meta.get("seed")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-                raise FormatError(f"{path}: seed must be an integer or null, got {seed!r}")
-            rng = None if meta.get("rng") is None else _rng_from_json(meta["rng"], path)
-            history = History.from_dict(meta.get("history") or {})
-            es_state = meta.get("early_stopping")
-            if es_state is not None and not isinstance(es_state, dict):
-                raise FormatError(f"{path}: early_stopping must be an object or null")
-        # everything checked: now change the trainer (arrays written in place)
-        values = self.graph.values
-        for (kind, name), arr in loaded.items():
-            if kind != "best":
-                values[expected[(kind, name)].name][...] = arr
-        self.epoch, self.global_step, self.seed, self._rng = epoch, step, seed, rng
-        self.history = history
-        if es_state is not None:
-            best = {name: arr for (kind, name), arr in loaded.items() if kind == "best"}
-            if self.early_stopping is not None:
-                self.early_stopping.load_state(es_state, best)
-            self._es_pending = (es_state, best)
-        else:
-            self._es_pending = None
-
-
-def _jsonable_rng(rng: np.random.Generator) -> dict:
-    state = rng.bit_generator.state
-    json.dumps(state)  # PCG64's state is ints and strings: JSON-able
-    return state
-
-
-def _rng_from_json(state, path) -> np.random.Generator:
-    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
-        raise FormatError(f"{path}: rng state must be a PCG64 state object")
-    inner = state.get("state")
-    if not isinstance(inner, dict) or not all(isinstance(inner.get(k), int) and inner.get(k) >= 0
-                                              for k in ("state", "inc")):
-        raise FormatError(f"{path}: malformed PCG64 state")
-    rng = np.random.default_rng()
-    try:
-        rng.bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as e:
-        raise FormatError(f"{path}: bad rng state ({e})") from None
-    return rng
+        from . import checkpoint
+        checkpoint.load(self, path)
