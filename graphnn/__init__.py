@@ -18,6 +18,8 @@ from .autodiff.api import grad, jvp, vjp
 from .autodiff.jacobian import hessian, jacobian
 from .compile import Program, compile
 from .io import load, save
+from .ops.pooling import avg_pool, conv, max_pool, pad
+from .onnx_import import from_onnx
 
 __all__ = [n for n in dir() if not n.startswith("_")]
 

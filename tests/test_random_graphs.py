@@ -85,6 +85,21 @@ def _builders():
         gn.conv2d(a.reshape(1, 1, 1, -1), a.graph.const(None, np.ones((1, 1, 1, 1))), stride=1)
         .sum() if None not in a.shape else a.sum(), [a])[0])
     b["conv2d_grad_weight"] = b["conv2d_grad_input"]
+    b["pad"] = (1, lambda d, a: gn.pad(a, tuple(0 if x is None else 1 for x in a.shape) +
+                                       tuple(0 if x is None else 2 for x in a.shape),
+                                       value=d.draw(st.sampled_from([0.0, -1.5]))))
+
+    def win(a):
+        return api.apply("windows", [a], kernel=(2,), stride=(1,), dilation=(1,))
+    b["windows"] = (1, lambda d, a: win(a))
+    b["windows_adjoint"] = (1, lambda d, a: api.apply(
+        "windows_adjoint", [gn.tanh(win(a)), a], kernel=(2,), stride=(1,), dilation=(1,)))
+
+    def take(a):
+        return api.apply("take", [a, a.graph.const(None, np.array([0, -1, 0]))], axis=-1)
+    b["take"] = (1, lambda d, a: take(a))
+    b["take_adjoint"] = (1, lambda d, a: api.apply(
+        "take_adjoint", [take(a), a.graph.const(None, np.array([0, -1, 0])), a], axis=-1))
     return b
 
 

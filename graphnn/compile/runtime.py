@@ -68,6 +68,39 @@ def _conv2d_grad_input(g, w, like, stride, padding):
     return out[:, :, ph:ph + h, pw:pw + wd]
 
 
+def _windows(x, kernel, stride, dilation):
+    """Sliding windows over the trailing len(kernel) axes: (..., S) -> (..., O, K), a view."""
+    k = len(kernel)
+    span = tuple((n - 1) * d + 1 for n, d in zip(kernel, dilation))
+    win = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(x.ndim - k, x.ndim)))
+    return win[(slice(None),) * (x.ndim - k) + tuple(slice(None, None, s) for s in stride)
+               + tuple(slice(None, None, d) for d in dilation)]
+
+
+def _windows_adjoint(g, like, kernel, stride, dilation):
+    """Every window of `g` added back where _windows took it from (col2im)."""
+    shape = np.shape(like)
+    k = len(kernel)
+    out = np.zeros(shape, dtype=np.result_type(g))
+    lead = (slice(None),) * (len(shape) - k)
+    sizes = np.shape(g)[len(shape) - k:len(shape)]
+    for offs in np.ndindex(*kernel):
+        dst = tuple(slice(o * d, o * d + s * (m - 1) + 1, s)
+                    for o, d, s, m in zip(offs, dilation, stride, sizes))
+        out[lead + dst] += g[(Ellipsis,) + offs]
+    return out
+
+
+def _take_adjoint(g, idx, like, axis):
+    """Zeros shaped like `like` with g's slices added at `idx` along `axis` (VJP of np.take)."""
+    out = np.zeros(np.shape(like), dtype=np.result_type(g))
+    moved = np.moveaxis(out, axis, 0)  # a view: adding into it adds into out
+    idx = np.asarray(idx)
+    gm = np.moveaxis(np.asarray(g), tuple(range(axis, axis + idx.ndim)), tuple(range(idx.ndim)))
+    np.add.at(moved, idx, gm)
+    return out
+
+
 def _batch_guard(x, axis, size):
     """x unchanged, if its batch axis has the size a closed form was derived for."""
     if np.shape(x)[axis] != size:
@@ -85,4 +118,7 @@ HELPERS = {
     "_conv2d": [_conv2d_windows, _conv2d],
     "_conv2d_grad_weight": [_conv2d_windows, _conv2d_grad_weight],
     "_conv2d_grad_input": [_conv2d_grad_input],
+    "_windows": [_windows],
+    "_windows_adjoint": [_windows_adjoint],
+    "_take_adjoint": [_take_adjoint],
 }

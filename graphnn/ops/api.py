@@ -15,6 +15,7 @@ from ..errors import GraphError, ShapeError
 from ..graph import Node
 from . import catalog  # noqa: F401  (declares the element-wise ops)
 from . import tensor  # noqa: F401  (declares the other ops)
+from . import window, gather  # noqa: F401  (pad, windows, take and their adjoints)
 from . import shapes
 from .elementwise import ELEMENTWISE
 

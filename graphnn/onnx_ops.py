@@ -1,0 +1,773 @@
+"""The ONNX op table of `gn.from_onnx`: one handler per ONNX op, each mapping the
+op onto graphnn's registry ops (graphnn/ops/) and folding what is constant.
+
+A handler takes (importer, inputs, attributes) and returns the output values, each a
+Node or a folded NumPy array. `_take(attrs, defaults)` refuses any attribute the
+handler does not implement, so nothing is silently approximated.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .graph import Node
+from .onnx_import import BATCH
+from .ops import api, pooling
+
+HANDLERS: dict = {}
+
+
+def op(*names):
+    def deco(fn):
+        for n in names:
+            HANDLERS[n] = fn
+        return fn
+    return deco
+
+
+def _take(ctx, attrs: dict, defaults: dict, refuse: dict | None = None) -> dict:
+    """Attributes with defaults; unknown ones, and values in `refuse`, are unsupported."""
+    out = dict(defaults)
+    for k, v in attrs.items():
+        if k not in defaults:
+            raise ctx.unsupported(f"attribute {k!r}")
+        out[k] = v.decode() if isinstance(v, bytes) else v
+    for k, bad in (refuse or {}).items():
+        if out.get(k) in bad:
+            raise ctx.unsupported(f"attribute {k}={out[k]!r}")
+    return out
+
+
+def _folded(*vs) -> bool:
+    return all(v is None or not isinstance(v, Node) for v in vs)
+
+
+def _any_node(vs) -> Node | None:
+    return next((v for v in vs if isinstance(v, Node)), None)
+
+
+def _ints(ctx, v, what: str, allow_batch: bool = False) -> list:
+    if v is None:
+        return None
+    if isinstance(v, Node):
+        raise ctx.unsupported(f"a computed (non-constant) {what}")
+    arr = np.asarray(v).reshape(-1)
+    out = []
+    for a in arr.tolist():
+        if a is BATCH and allow_batch:
+            out.append(a)
+        elif isinstance(a, (int, np.integer)) or (isinstance(a, bool)):
+            out.append(int(a))
+        else:
+            raise ctx.error(f"{what} must be integers, got {a!r}")
+    return out
+
+
+def _nodes(ctx, vs):
+    like = _any_node(vs)
+    return [None if v is None else ctx.node_of(v, like) for v in vs]
+
+
+# -- element-wise ------------------------------------------------------------------------------
+
+_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None, "Pow": np.power,
+              "Equal": np.equal, "Greater": np.greater, "Less": np.less,
+              "GreaterOrEqual": np.greater_equal, "LessOrEqual": np.less_equal}
+_GN_BINARY = {"Add": api.add, "Sub": api.sub, "Mul": api.mul, "Div": api.div, "Pow": api.pow,
+              "Equal": api.eq, "Greater": api.gt, "Less": api.lt, "GreaterOrEqual": api.ge,
+              "LessOrEqual": api.le}
+
+
+def _binary(name):
+    def handler(ctx, ins, attrs):
+        _take(ctx, attrs, {})
+        a, b = ins
+        if _folded(a, b):
+            a, b = np.asarray(a), np.asarray(b)
+            if name == "Div":
+                if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+                    return [np.trunc(a / b).astype(np.result_type(a, b))]
+                return [np.divide(a, b)]
+            out = _NP_BINARY[name](a, b)
+            return [out if out.dtype == object or name not in ("Add", "Sub", "Mul", "Pow")
+                    else out.astype(np.result_type(a, b))]
+        a, b = _nodes(ctx, [a, b])
+        if name in ("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"):
+            return [api.cast(_GN_BINARY[name](a, b), "bool")]
+        if a.dtype.kind != "f" or b.dtype.kind != "f":
+            raise ctx.unsupported(f"{name} on {a.dtype.name} and {b.dtype.name} values (graphnn "
+                                  f"computes arithmetic on floats)")
+        return [_GN_BINARY[name](a, b)]
+    return handler
+
+
+for _n in _GN_BINARY:
+    HANDLERS[_n] = _binary(_n)
+
+
+def _unary(fn, np_fn=None, **defaults):
+    def handler(ctx, ins, attrs):
+        at = _take(ctx, attrs, defaults)
+        x = ins[0]
+        if not isinstance(x, Node):
+            if np_fn is None:
+                x = ctx.node_of(x)
+            else:
+                return [np_fn(np.asarray(x))]
+        if x.dtype.kind != "f":
+            raise ctx.unsupported(f"{x.dtype.name} input (graphnn computes this on floats)")
+        return [fn(x, **at)]
+    return handler
+
+
+HANDLERS.update({
+    "Neg": _unary(api.neg, np.negative), "Sqrt": _unary(api.sqrt), "Exp": _unary(api.exp),
+    "Log": _unary(api.log), "Abs": _unary(api.abs, np.abs), "Relu": _unary(api.relu),
+    "Sigmoid": _unary(api.sigmoid), "Tanh": _unary(api.tanh), "Softplus": _unary(api.softplus),
+    "Erf": _unary(api.erf), "Sign": _unary(api.sign, np.sign),
+    "Reciprocal": _unary(lambda x: 1.0 / x),
+    "LeakyRelu": _unary(lambda x, alpha: api.leaky_relu(x, alpha=float(alpha)), alpha=0.01),
+    "Elu": _unary(lambda x, alpha: api.elu(x, alpha=float(alpha)), alpha=1.0),
+    "Selu": _unary(lambda x, alpha, gamma: float(gamma) * api.elu(x, alpha=float(alpha)),
+                   alpha=1.67326319217681884765625, gamma=1.05070102214813232421875),
+})
+
+
+@op("Gelu")
+def _gelu(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"approximate": "none"}, {"approximate": ()})
+    x = ctx.node_of(ins[0])
+    if at["approximate"] == "none":
+        return [api.gelu(x)]
+    if at["approximate"] == "tanh":
+        return [0.5 * x * (1.0 + api.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))]
+    raise ctx.unsupported(f"approximate={at['approximate']!r}")
+
+
+@op("Clip")
+def _clip(ctx, ins, attrs):
+    if ctx.opset < 11:
+        at = _take(ctx, attrs, {"min": -math.inf, "max": math.inf})
+        lo, hi = at["min"], at["max"]
+    else:
+        _take(ctx, attrs, {})
+        lo = ins[1] if len(ins) > 1 else None
+        hi = ins[2] if len(ins) > 2 else None
+    x = ctx.node_of(ins[0])
+    if lo is not None and not (not isinstance(lo, Node) and np.isneginf(lo)):
+        x = api.maximum(x, ctx.node_of(lo, x))
+    if hi is not None and not (not isinstance(hi, Node) and np.isposinf(hi)):
+        x = api.minimum(x, ctx.node_of(hi, x))
+    return [x]
+
+
+def _variadic(fn, np_fn):
+    def handler(ctx, ins, attrs):
+        _take(ctx, attrs, {})
+        if not ins:
+            raise ctx.error("needs at least one input")
+        if _folded(*ins):
+            out = np.asarray(ins[0])
+            for v in ins[1:]:
+                out = np_fn(out, np.asarray(v))
+            return [out]
+        xs = _nodes(ctx, ins)
+        out = xs[0]
+        for v in xs[1:]:
+            out = fn(out, v)
+        if len(xs) == 1:  # Sum of one: a value of its own (the output is named)
+            out = api.identity(out)
+        return [out]
+    return handler
+
+
+HANDLERS["Sum"] = _variadic(api.add, np.add)
+HANDLERS["Max"] = _variadic(api.maximum, np.maximum)
+HANDLERS["Min"] = _variadic(api.minimum, np.minimum)
+
+
+@op("Where")
+def _where(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    c, a, b = ins
+    if _folded(c, a, b):
+        return [np.where(np.asarray(c, dtype=bool), a, b)]
+    like = _any_node([a, b])
+    if like is None:
+        raise ctx.unsupported("a computed condition choosing between constants")
+    return [api.where(ctx.node_of(c), ctx.node_of(a, like), ctx.node_of(b, like))]
+
+
+@op("Identity", "Dropout")
+def _identity(ctx, ins, attrs):
+    _take(ctx, attrs, {"seed": 0, "ratio": 0.5}, {})
+    if len(ins) > 2 and ins[2] is not None:
+        if isinstance(ins[2], Node) or bool(np.asarray(ins[2])):
+            raise ctx.unsupported("training_mode=True (graphnn imports inference graphs)")
+    if "is_test" in attrs:
+        raise ctx.unsupported("attribute 'is_test'")
+    return [ins[0]]
+
+
+@op("Cast")
+def _cast(ctx, ins, attrs):
+    from .onnx_import import _ONNX_DTYPES
+    at = _take(ctx, attrs, {"to": 1, "saturate": 1, "round_mode": "up"})
+    if at["to"] not in _ONNX_DTYPES:
+        raise ctx.unsupported(f"cast to ONNX element type {at['to']}")
+    dt = _ONNX_DTYPES[at["to"]]
+    x = ins[0]
+    if not isinstance(x, Node):
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            if np.dtype(dt).kind in "iu":
+                return [arr]
+            raise ctx.error("a shape holding the batch dimension cast to floats")
+        return [arr.astype(dt)]
+    if x.dtype.kind == "f" and np.dtype(dt).kind in "iub":
+        raise ctx.unsupported(f"casting float values to {dt}")
+    return [api.cast(x, dt)]
+
+
+@op("Constant")
+def _constant(ctx, ins, attrs):
+    if len(attrs) != 1:
+        raise ctx.error(f"Constant needs exactly one value attribute, got {sorted(attrs)}")
+    (k, v), = attrs.items()
+    if k == "value":
+        return [ctx.array(v)]
+    if k == "value_float":
+        return [np.array(v, dtype=np.float32)]
+    if k == "value_floats":
+        return [np.array(v, dtype=np.float32)]
+    if k == "value_int":
+        return [np.array(v, dtype=np.int64)]
+    if k == "value_ints":
+        return [np.array(v, dtype=np.int64)]
+    raise ctx.unsupported(f"attribute {k!r}")
+
+
+@op("ConstantOfShape")
+def _constant_of_shape(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"value": None})
+    shape = _ints(ctx, ins[0], "shape")
+    if any(d < 0 for d in shape) or math.prod(shape) > (1 << 28):
+        raise ctx.error(f"absurd shape {shape}")
+    val = ctx.array(at["value"]) if at["value"] is not None else np.zeros(1, np.float32)
+    return [np.full(shape, val.reshape(-1)[0], dtype=val.dtype)]
+
+
+# -- shapes ------------------------------------------------------------------------------------
+
+def _shape_of(v):
+    if isinstance(v, Node):
+        return tuple(BATCH if d is None else d for d in v.shape)
+    return np.shape(v)
+
+
+@op("Shape")
+def _shape(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"start": 0, "end": None})
+    s = list(_shape_of(ins[0]))
+    s = s[at["start"]:at["end"]]
+    return [np.array(s, dtype=object if BATCH in s else np.int64)]
+
+
+@op("Size")
+def _size(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    s = _shape_of(ins[0])
+    if BATCH in s:
+        raise ctx.unsupported("the size of a value with a batch axis")
+    return [np.array(math.prod(s), dtype=np.int64)]
+
+
+@op("Range")
+def _range(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    if not _folded(*ins):
+        raise ctx.unsupported("a computed range")
+    start, limit, delta = (np.asarray(v).item() for v in ins)
+    if delta == 0 or abs((limit - start) / delta) > (1 << 28):
+        raise ctx.error(f"absurd range({start}, {limit}, {delta})")
+    return [np.arange(start, limit, delta, dtype=np.asarray(ins[0]).dtype)]
+
+
+def _fix_shape(ctx, x_shape, target, allowzero):
+    out = []
+    for k, d in enumerate(target):
+        if d is BATCH:
+            out.append(None)
+        elif d == 0 and not allowzero:
+            if k >= len(x_shape):
+                raise ctx.error(f"0 at axis {k} copies a dimension {x_shape} does not have")
+            out.append(x_shape[k])
+        else:
+            out.append(d)
+    return out
+
+
+def _reshape_to(ctx, x, target):
+    """graphnn reshape; -1 resolved here (with the batch axis kept as None)."""
+    if target.count(-1) > 1 or any(d is not None and d < -1 for d in target):
+        raise ctx.error(f"bad reshape target {target}")
+    if isinstance(x, Node):
+        fixed = [d for d in x.shape if d is not None]
+        known = math.prod(d for d in target if d is not None and d != -1)
+        if -1 in target:
+            if None in x.shape and None not in target:
+                if known != math.prod(fixed):
+                    raise ctx.unsupported(f"reshaping {x.shape} into {target}, which merges the "
+                                          f"batch axis with others (export with a fixed batch "
+                                          f"size)")
+                target = [None if d == -1 else d for d in target]
+            else:
+                if known == 0 or math.prod(fixed) % known:
+                    raise ctx.error(f"cannot reshape {x.shape} into {target}")
+                target = [math.prod(fixed) // known if d == -1 else d for d in target]
+        return api.reshape(x, tuple(target))
+    arr = np.asarray(x)
+    return np.reshape(arr, tuple(-1 if d is None else d for d in target))
+
+
+@op("Reshape")
+def _reshape(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"allowzero": 0, "shape": None})
+    target = at["shape"] if ctx.opset < 5 else _ints(ctx, ins[1], "shape", allow_batch=True)
+    target = _fix_shape(ctx, _shape_of(ins[0]), list(target), at["allowzero"])
+    target = [None if d is BATCH else d for d in target]
+    return [_reshape_to(ctx, ins[0], target)]
+
+
+@op("Flatten")
+def _flatten(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"axis": 1})
+    s = [None if d is BATCH else d for d in _shape_of(ins[0])]
+    ax = at["axis"] % (len(s) + 1) if at["axis"] < 0 else at["axis"]
+    def prod(ds):
+        return None if None in ds else math.prod(ds)
+    lead, rest = prod(s[:ax]), prod(s[ax:])
+    if (lead is None and len(s[:ax]) > 1) or rest is None:
+        raise ctx.unsupported(f"flattening the batch axis of {tuple(s)} into others")
+    return [_reshape_to(ctx, ins[0], [lead, rest])]
+
+
+@op("Transpose")
+def _transpose(ctx, ins, attrs):
+    x = ins[0]
+    nd = len(_shape_of(x))
+    at = _take(ctx, attrs, {"perm": list(range(nd))[::-1]})
+    perm = tuple(int(p) for p in at["perm"])
+    if not isinstance(x, Node):
+        return [np.transpose(np.asarray(x), perm)]
+    return [api.transpose(x, perm)]
+
+
+def _axes_in(ctx, ins, attrs, since, name="axes"):
+    """Axes from the attribute (opset < since) or the second input."""
+    if ctx.opset < since:
+        return attrs.pop(name, None)
+    return _ints(ctx, ins[1] if len(ins) > 1 else None, name)
+
+
+@op("Squeeze")
+def _squeeze(ctx, ins, attrs):
+    attrs = dict(attrs)
+    axes = _axes_in(ctx, ins, attrs, 13)
+    _take(ctx, attrs, {})
+    x = ins[0]
+    s = _shape_of(x)
+    if axes is None:
+        axes = [k for k, d in enumerate(s) if d == 1]
+    axes = [a % len(s) for a in axes]
+    if any(s[a] != 1 for a in axes):
+        raise ctx.error(f"cannot squeeze axes {axes} of {s}")
+    target = [None if d is BATCH else d for k, d in enumerate(s) if k not in axes]
+    return [_reshape_to(ctx, x, target)]
+
+
+@op("Unsqueeze")
+def _unsqueeze(ctx, ins, attrs):
+    attrs = dict(attrs)
+    axes = _axes_in(ctx, ins, attrs, 13)
+    _take(ctx, attrs, {})
+    x = ins[0]
+    s = [None if d is BATCH else d for d in _shape_of(x)]
+    nd = len(s) + len(axes)
+    axes = sorted(a % nd for a in axes)
+    for a in axes:
+        s.insert(a, 1)
+    if not isinstance(x, Node):
+        return [np.asarray(x).reshape([1 if d is None else d for d in s]) if np.asarray(x).dtype != object
+                else np.expand_dims(np.asarray(x), tuple(axes))]
+    return [_reshape_to(ctx, x, s)]
+
+
+@op("Concat")
+def _concat(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"axis": None})
+    if at["axis"] is None:
+        raise ctx.error("Concat needs an axis")
+    if _folded(*ins):
+        arrs = [np.asarray(v) for v in ins]
+        dt = object if any(a.dtype == object for a in arrs) else None
+        return [np.concatenate([a.astype(object) if dt else a for a in arrs], axis=at["axis"])]
+    return [api.concat(_nodes(ctx, ins), axis=at["axis"])]
+
+
+@op("Split")
+def _split(ctx, ins, attrs):
+    attrs = dict(attrs)
+    at = _take(ctx, attrs, {"axis": 0, "split": None, "num_outputs": None})
+    x = ins[0]
+    s = _shape_of(x)
+    ax = at["axis"] % len(s)
+    size = s[ax]
+    if size is BATCH:
+        raise ctx.unsupported("splitting the batch axis")
+    sizes = at["split"] if ctx.opset < 13 else _ints(ctx, ins[1] if len(ins) > 1 else None, "split")
+    n_out = len(ctx.node.output)
+    if sizes is None:
+        n = at["num_outputs"] or n_out
+        chunk = -(-size // n)
+        sizes = [min(chunk, size - k * chunk) for k in range(n)]
+    if sum(sizes) != size or any(z < 0 for z in sizes):
+        raise ctx.error(f"split sizes {list(sizes)} do not add up to axis {ax} of {s}")
+    outs, start = [], 0
+    for z in sizes:
+        key = (slice(None),) * ax + (slice(start, start + z),)
+        outs.append(np.asarray(x)[key] if not isinstance(x, Node) else api.identity(api.index(x, key)))
+        start += z
+    return outs
+
+
+@op("Slice")
+def _slice(ctx, ins, attrs):
+    x = ins[0]
+    s = _shape_of(x)
+    if ctx.opset < 10:
+        at = _take(ctx, attrs, {"starts": None, "ends": None, "axes": None})
+        starts, ends, axes, steps = at["starts"], at["ends"], at["axes"], None
+    else:
+        _take(ctx, attrs, {})
+        starts, ends = _ints(ctx, ins[1], "starts"), _ints(ctx, ins[2], "ends")
+        axes = _ints(ctx, ins[3], "axes") if len(ins) > 3 else None
+        steps = _ints(ctx, ins[4], "steps") if len(ins) > 4 else None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    key = [slice(None)] * len(s)
+    for a, b, e, st in zip(axes, starts, ends, steps):
+        a %= len(s)
+        if st == 0:
+            raise ctx.error("slice step 0")
+        d = s[a]
+        if d is BATCH:
+            if (b, st) == (0, 1) and e >= (1 << 62) or (st == -1 and b >= (1 << 62) and e <= -(1 << 62)):
+                continue
+            raise ctx.unsupported(f"slicing the batch axis [{b}:{e}:{st}]")
+        # clamp as ONNX does (Python's slice clamps the same way once ends are bounded)
+        b = max(-d - 1, min(d, b))
+        e = max(-d - 1, min(d, e))
+        key[a] = slice(b, e if not (st < 0 and e < -d) else None, st)
+    if not isinstance(x, Node):
+        return [np.asarray(x)[tuple(key)]]
+    out = api.index(x, tuple(key))
+    return [api.identity(out)]
+
+
+@op("Gather")
+def _gather(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"axis": 0})
+    x, idx = ins
+    s = _shape_of(x)
+    ax = at["axis"] % len(s)
+    if _folded(x, idx):
+        return [np.take(np.asarray(x), np.asarray(idx).astype(np.int64), axis=ax)]
+    if not isinstance(idx, Node):
+        ii = np.asarray(idx).astype(np.int64)
+        d = s[ax]
+        if d is not BATCH and np.any((ii < -d) | (ii >= d)):
+            raise ctx.error(f"indices out of range for axis {ax} of size {d}")
+        if ii.ndim == 0:
+            return [api.index(x, (slice(None),) * ax + (int(ii),))]
+    x, idx = ctx.node_of(x), ctx.node_of(idx)
+    return [api.apply("take", [x, idx], axis=ax)]
+
+
+@op("Expand")
+def _expand(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    x = ins[0]
+    target = _ints(ctx, ins[1], "shape", allow_batch=True)
+    if not isinstance(x, Node):
+        if BATCH in target:
+            raise ctx.unsupported("expanding a constant to the batch size")
+        arr = np.asarray(x)
+        return [np.broadcast_to(arr, np.broadcast_shapes(arr.shape, tuple(target))).copy()]
+    xs = x.shape
+    nd = max(len(xs), len(target))
+    xs2 = (1,) * (nd - len(xs)) + tuple(xs)
+    t2 = (1,) * (nd - len(target)) + tuple(target)
+    out = []
+    for a, b in zip(xs2, t2):
+        if a is None or b is BATCH:
+            if not (a is None and b in (1, BATCH)):
+                raise ctx.unsupported(f"expanding {xs} to {target}")
+            out.append(None)
+        elif a == 1 or b == 1 or a == b:
+            out.append(max(a, b))
+        else:
+            raise ctx.error(f"cannot expand {xs} to {target}")
+    if tuple(out) == tuple(xs):
+        return [api.identity(x)]
+    if None in out:
+        raise ctx.unsupported(f"expanding {xs} to {target} along the batch axis")
+    return [api.broadcast_to(api.reshape(x, xs2), tuple(out))]
+
+
+# -- reductions ------------------------------------------------------------------------------
+
+def _reduce(fn, np_fn, since):
+    def handler(ctx, ins, attrs):
+        attrs = dict(attrs)
+        axes = _axes_in(ctx, ins, attrs, since)
+        at = _take(ctx, attrs, {"keepdims": 1, "noop_with_empty_axes": 0})
+        x = ins[0]
+        if not axes:
+            if at["noop_with_empty_axes"]:
+                return [api.identity(ctx.node_of(x))]
+            axes = None
+        axes = None if axes is None else tuple(axes)
+        if not isinstance(x, Node):
+            return [np_fn(np.asarray(x), axis=axes, keepdims=bool(at["keepdims"]))]
+        return [fn(x, axis=axes, keepdims=bool(at["keepdims"]))]
+    return handler
+
+
+HANDLERS["ReduceMean"] = _reduce(api.mean, np.mean, 18)
+HANDLERS["ReduceSum"] = _reduce(api.sum, np.sum, 13)
+HANDLERS["ReduceMax"] = _reduce(api.max, np.max, 18)
+
+
+# -- softmax ----------------------------------------------------------------------------------
+
+def _softmax(fn):
+    def handler(ctx, ins, attrs):
+        x = ctx.node_of(ins[0])
+        at = _take(ctx, attrs, {"axis": -1 if ctx.opset >= 13 else 1})
+        ax = at["axis"] % x.ndim
+        if ctx.opset >= 13 or ax == x.ndim - 1:
+            return [fn(x, axis=ax)]
+        # opsets < 13: softmax over all axes from `axis` on, as one row
+        rest = x.shape[ax:]
+        if None in rest or (None in x.shape[:ax] and ax > 1):
+            raise ctx.unsupported(f"axis={at['axis']} on {x.shape} with a batch axis")
+        lead = None if None in x.shape[:ax] else math.prod(x.shape[:ax])
+        y = fn(api.reshape(x, (lead, math.prod(rest))), axis=1)
+        return [api.reshape(y, x.shape)]
+    return handler
+
+
+HANDLERS["Softmax"] = _softmax(api.softmax)
+HANDLERS["LogSoftmax"] = _softmax(api.log_softmax)
+
+
+# -- linear algebra ----------------------------------------------------------------------------
+
+@op("MatMul")
+def _matmul(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    a, b = _nodes(ctx, ins)
+    return [api.matmul(a, b)]
+
+
+@op("Gemm")
+def _gemm(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "broadcast": 1})
+    a, b = _nodes(ctx, ins[:2])
+    if at["transA"]:
+        a = api.transpose(a)
+    if at["transB"]:
+        b = api.transpose(b)
+    y = api.scale(api.matmul(a, b), float(at["alpha"]))
+    if len(ins) > 2 and ins[2] is not None:
+        c = ctx.node_of(ins[2], y)
+        y = y + api.scale(c, float(at["beta"]))
+    return [y]
+
+
+# -- convolution and pooling -----------------------------------------------------------------
+
+def _auto_pads(ctx, at, sizes, kernel, strides, dilations):
+    k = len(kernel)
+    mode = at.get("auto_pad", "NOTSET")
+    if mode in ("NOTSET", ""):
+        pads = list(at.get("pads") or [0] * (2 * k))
+        if len(pads) != 2 * k:
+            raise ctx.error(f"pads {pads} must have {2 * k} entries")
+        return pads
+    if mode == "VALID":
+        return [0] * (2 * k)
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ctx.unsupported(f"auto_pad={mode!r}")
+    begins, ends = [], []
+    for d, n, s, dil in zip(sizes, kernel, strides, dilations):
+        out = -(-d // s)
+        total = max(0, (out - 1) * s + (n - 1) * dil + 1 - d)
+        small, big = total // 2, total - total // 2
+        begins.append(small if mode == "SAME_UPPER" else big)
+        ends.append(big if mode == "SAME_UPPER" else small)
+    return begins + ends
+
+
+def _spatial(ctx, x, at, kernel):
+    k = len(kernel)
+    sizes = x.shape[-k:]
+    if None in sizes:
+        raise ctx.unsupported("a batch axis among the spatial axes")
+    strides = list(at.get("strides") or [1] * k)
+    dilations = list(at.get("dilations") or [1] * k)
+    return strides, dilations, _auto_pads(ctx, at, sizes, kernel, strides, dilations)
+
+
+@op("Conv")
+def _conv(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"auto_pad": "NOTSET", "dilations": None, "group": 1,
+                            "kernel_shape": None, "pads": None, "strides": None})
+    x, w = _nodes(ctx, ins[:2])
+    kernel = list(w.shape[2:])
+    if at["kernel_shape"] is not None and list(at["kernel_shape"]) != kernel:
+        raise ctx.error(f"kernel_shape {at['kernel_shape']} differs from the weights {w.shape}")
+    strides, dilations, pads = _spatial(ctx, x, at, kernel)
+    y = pooling.conv(x, w, stride=strides, dilation=dilations, pads=pads, groups=at["group"])
+    if len(ins) > 2 and ins[2] is not None:
+        b = ctx.node_of(ins[2], y)
+        y = y + api.reshape(b, b.shape + (1,) * len(kernel))
+    return [y]
+
+
+@op("MaxPool")
+def _max_pool(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
+                            "kernel_shape": None, "pads": None, "storage_order": 0,
+                            "strides": None}, {"storage_order": (1,)})
+    x = ctx.node_of(ins[0])
+    kernel = list(at["kernel_shape"])
+    strides, dilations, pads = _spatial(ctx, x, at, kernel)
+    return [pooling.max_pool(x, kernel, strides, dilations, pads, ceil_mode=bool(at["ceil_mode"]))]
+
+
+@op("AveragePool")
+def _avg_pool(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0,
+                            "dilations": None, "kernel_shape": None, "pads": None,
+                            "strides": None})
+    x = ctx.node_of(ins[0])
+    kernel = list(at["kernel_shape"])
+    strides, dilations, pads = _spatial(ctx, x, at, kernel)
+    if at["auto_pad"] in ("SAME_UPPER", "SAME_LOWER") and at["count_include_pad"]:
+        raise ctx.unsupported("auto_pad SAME with count_include_pad=1")
+    return [pooling.avg_pool(x, kernel, strides, dilations, pads, ceil_mode=bool(at["ceil_mode"]),
+                             count_include_pad=bool(at["count_include_pad"]))]
+
+
+@op("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    x = ctx.node_of(ins[0])
+    axes = tuple(range(2, x.ndim))
+    fn = api.mean if ctx.node.op_type == "GlobalAveragePool" else api.max
+    return [fn(x, axis=axes, keepdims=True)]
+
+
+@op("Pad")
+def _pad(ctx, ins, attrs):
+    x = ctx.node_of(ins[0])
+    if ctx.opset < 11:
+        at = _take(ctx, attrs, {"mode": "constant", "pads": None, "value": 0.0})
+        pads, value, axes = list(at["pads"]), at["value"], None
+    else:
+        at = _take(ctx, attrs, {"mode": "constant"})
+        pads = _ints(ctx, ins[1], "pads")
+        value = float(np.asarray(ins[2]).reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None \
+            and not isinstance(ins[2], Node) else 0.0
+        if len(ins) > 2 and isinstance(ins[2], Node):
+            raise ctx.unsupported("a computed pad value")
+        axes = _ints(ctx, ins[3], "axes") if len(ins) > 3 and ins[3] is not None else None
+    if at["mode"] != "constant":
+        raise ctx.unsupported(f"mode={at['mode']!r}")
+    nd = x.ndim
+    if axes is not None:
+        full = [0] * (2 * nd)
+        for k, a in enumerate(axes):
+            full[a % nd], full[a % nd + nd] = pads[k], pads[k + len(axes)]
+        pads = full
+    if len(pads) != 2 * nd:
+        raise ctx.error(f"pads {pads} for a {nd}-d input")
+    crop = [slice(-b if b < 0 else None, e if e < 0 else None) for b, e in zip(pads[:nd], pads[nd:])]
+    y = pooling.pad(x, [max(0, p) for p in pads], value=value)
+    if any(p < 0 for p in pads):
+        y = api.index(y, tuple(crop))
+    return [api.identity(y)]
+
+
+# -- normalization ------------------------------------------------------------------------------
+
+def _per_channel(v: Node, nd: int) -> Node:
+    return api.reshape(v, v.shape + (1,) * (nd - 2))
+
+
+@op("BatchNormalization")
+def _batch_norm(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0, "spatial": 1,
+                            "is_test": 1, "consumed_inputs": None},
+               {"training_mode": (1,), "spatial": (0,), "is_test": (0,)})
+    x, scale, b, mean, var = _nodes(ctx, ins[:5])
+    nd = x.ndim
+    inv = api.sqrt(_per_channel(var, nd) + float(at["epsilon"]))
+    y = (x - _per_channel(mean, nd)) / inv * _per_channel(scale, nd) + _per_channel(b, nd)
+    return [y]
+
+
+@op("LayerNormalization")
+def _layer_norm(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"axis": -1, "epsilon": 1e-5, "stash_type": 1})
+    x = ctx.node_of(ins[0])
+    ax = at["axis"] % x.ndim
+    axes = tuple(range(ax, x.ndim))
+    mu = api.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    var = api.mean(d * d, axis=axes, keepdims=True)
+    inv = 1.0 / api.sqrt(var + float(at["epsilon"]))
+    y = d * inv * ctx.node_of(ins[1], x)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + ctx.node_of(ins[2], x)
+    return [y, mu, inv]
+
+
+@op("LRN")
+def _lrn(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": None})
+    x = ctx.node_of(ins[0])
+    n = int(at["size"])
+    nd = x.ndim
+    to_last = (0,) + tuple(range(2, nd)) + (1,)
+    sq = api.transpose(x * x, to_last)
+    sq = pooling.pad(sq, (0,) * (2 * nd - 1) + ((n - 1) // 2,) + (0,) * (nd - 1) + (n - 1 - (n - 1) // 2,))
+    s = api.sum(api.apply("windows", [sq], kernel=(n,), stride=(1,), dilation=(1,)), axis=-1)
+    s = api.transpose(s, tuple(int(i) for i in np.argsort(to_last)))
+    return [x / (float(at["bias"]) + float(at["alpha"]) / n * s) ** float(at["beta"])]
+
+
+@op("CastLike")
+def _cast_like(ctx, ins, attrs):
+    from .onnx_import import _ONNX_DTYPES
+    like = ins[1]
+    dt = like.dtype if isinstance(like, Node) else np.asarray(like).dtype
+    codes = {v: k for k, v in _ONNX_DTYPES.items()}
+    if dt.name not in codes:
+        raise ctx.unsupported(f"casting like a {dt.name} value")
+    attrs = dict(attrs)
+    attrs["to"] = codes[dt.name]
+    return _cast(ctx, ins[:1], attrs)
