@@ -182,3 +182,81 @@ def test_values_small_in_full_large_labelled():
     assert summary(np.array([-0.5, -0.25])) == "[-0.5, -0.25]"
     big = summary(np.arange(40.0).reshape(5, 8))
     assert big.startswith("5x8 tensor:") and "min 0" in big and "max 39" in big
+
+
+# -- 2: formulas as math, forward mode with its own rule and numbers, lecture forms ---------------
+
+def _attention_block():
+    g = gn.Graph("block", seed=0)
+    x = g.input("x", (2, 3, 4))
+    h = gn.nn.SelfAttention(4)(x)
+    h = gn.nn.LayerNorm()(h + x)
+    return g, (h ** 2).mean().named("J")
+
+
+def test_step_page_has_no_raw_latex(tmp_path):
+    import viz
+    g, E, feeds = _lecture004()
+    steps = viz.backprop_steps(E, feeds)
+    html = viz.steps_html(steps, tmp_path / "p.html") and (tmp_path / "p.html").read_text()
+    visible = html.split("<details>")[0] + "".join(
+        part.split("</details>", 1)[1] for part in html.split("<details>")[1:])
+    assert "\\text" not in visible and "\\overline" not in visible and "\\frac" not in visible
+    w2 = next(s for s in steps if s.name == "w2")
+    assert "<msup>" in viz.page._step_section(w2, False)     # h^T dE/du
+
+
+def test_step_page_renders_softmax_and_transpose_rules():
+    import viz
+    g, J = _attention_block()
+    steps = viz.backprop_steps(J, {"x": np.random.default_rng(0).normal(size=(2, 3, 4))})
+    html = viz.page.steps_fragment(steps)
+    assert "&#8857;" in html or "⊙" in html          # softmax rule s (.) (g - sum g s)
+    assert "\\text" not in html.split("<details>")[0]
+
+
+def test_forward_steps_use_the_tangent_rule_with_numbers():
+    import viz
+    g, E, feeds = _lecture004()
+    steps = viz.forward_steps(E, feeds, wrt=g["w2"])
+    mm = next(s for s in steps if s.name == "matmul_2")
+    assert "?" not in mm.numbers() and "VJP" not in mm.text()
+    assert any("dot" in line for line in mm.local_lines())
+    np.testing.assert_allclose(mm.terms[0].contribution, mm.derivative)
+
+
+def test_local_derivatives_in_lecture_form():
+    import viz
+    g, E, feeds = _lecture004()
+    u2 = next(s for s in viz.backprop_steps(E, feeds) if s.name == "u2")
+    text = u2.text()
+    assert "sigmoid'(u2) = sigmoid(u2)*(1 - sigmoid(u2))" in text or \
+        "sigmoid'(u2) = (1 - sigmoid(u2))*sigmoid(u2)" in text
+    g2 = gn.Graph("r")
+    x = g2.input("x", (None, 1))
+    J = gn.relu(x).sum().named("J")
+    st = viz.backprop_steps(J, {"x": np.array([[1.0], [-2.0]])})
+    relu_text = next(s for s in st if s.name == "x").text()
+    assert "relu'(x) = step(x)" in relu_text and "Piecewise" not in relu_text
+
+
+# -- 4: a real block: headings, scoped names, scrolling, label size ------------------------------
+
+def test_real_block_headings_short_and_scoped_names_not_division():
+    import viz
+    g, J = _attention_block()
+    steps = viz.backprop_steps(J, {"x": np.ones((2, 3, 4))})
+    html = viz.page.steps_fragment(steps)
+    import re
+    for h2 in re.findall(r"<h2[^>]*>(.*?)</h2>", html, re.S):
+        assert len(re.sub(r"<[^>]+>", "", h2)) < 160
+    assert "@attn1/" not in html and "attn1.Wq" in html or "attn1." in html
+
+
+def test_page_scrolls_to_node_and_labels_are_readable(tmp_path):
+    import viz
+    g, E, feeds = _lecture004()
+    html = (tmp_path / "p.html")
+    viz.steps_html(viz.backprop_steps(E, feeds), html)
+    text = html.read_text()
+    assert "scrollTop" in text and "max-width:none" in text

@@ -42,7 +42,10 @@ def test_lecture001_chain_rule_terms():
     # dE/du2 = dE/dyhat dyhat/du2 = 2(yhat - y) sigma'(u2)
     assert st["u2"].terms[0].consumer.name == "yhat"
     assert st["u2"].terms[0].local.named == sig_p(u2)
-    assert sp.simplify(st["u2"].terms[0].local.explicit - sp.exp(-u2) / (1 + sp.exp(-u2)) ** 2) == 0
+    # the lecture's form sigma(1 - sigma) (issue 17 #2), equal to SymPy's derivative
+    explicit = st["u2"].terms[0].local.explicit.replace(
+        S.named_fn("sigmoid"), sp.Lambda(sym("z"), 1 / (1 + sp.exp(-sym("z")))))
+    assert sp.simplify(explicit - sp.exp(-u2) / (1 + sp.exp(-u2)) ** 2) == 0
     assert sp.expand(st["u2"].expr - 2 * (yhat - y) * sig_p(u2)) == 0
     assert r"\sigma'\left(u_{2}\right)" in st["u2"].expr_latex()
     assert r"\frac{\partial E}{\partial u_{2}} = \frac{\partial E}{\partial \hat{y}}\frac{\partial \hat{y}}{\partial u_{2}}" \
@@ -116,7 +119,7 @@ def test_matrix_network_steps_have_rules_and_numbers():
                                rtol=1e-6, atol=1e-10)
     # matmul has no per-element local derivative: its VJP rule is shown instead
     mm = next(s for s in steps if any(t.consumer.op == "matmul" for t in s.terms) and s.node is W)
-    assert mm.terms[0].local.description and "VJP" in mm.terms[0].local.description
+    assert mm.terms[0].local.description and "^{T}" in mm.terms[0].local.description
     assert "T}" in mm.local_lines()[0]
     # every step renders to text without error
     assert all(s.text() for s in steps)

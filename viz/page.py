@@ -21,9 +21,12 @@ header{padding:8px 14px;background:#263238;color:#fff;display:flex;gap:12px;alig
 header button{font-size:15px;padding:4px 14px}
 main{display:flex;flex:1;min-height:0}
 #graph{flex:1.2;overflow:auto;border-right:1px solid #ccc;padding:6px}
-#graph svg{max-width:100%;height:auto}
+#graph svg{max-width:none;height:auto}
 #steps{flex:1;overflow:auto;padding:10px 16px}
-.step h2{font-size:17px;margin:4px 0 10px}
+.step h2{font-size:17px;margin:4px 0 10px;overflow-wrap:anywhere}
+.step h2 .def{font-weight:normal;color:#37474f}
+.eq{overflow-x:auto;overflow-y:hidden}
+.local math{math-style:normal;font-size:17px}
 .eq{margin:8px 0;font-size:18px}
 .local{margin:4px 0 4px 14px;font-size:16px}
 pre{background:#f5f5f5;padding:6px;white-space:pre-wrap}
@@ -45,7 +48,14 @@ _JS = """
     Array.prototype.forEach.call(document.querySelectorAll('g.node.current'),
       function (el) { el.classList.remove('current'); });
     var el = document.getElementById(steps[current].getAttribute('data-node'));
-    if (el) { el.classList.add('current'); }
+    if (el) {
+      el.classList.add('current');
+      // bring the highlighted node into view in the graph pane (not the whole page)
+      var pane = document.getElementById('graph');
+      var r = el.getBoundingClientRect(), p = pane.getBoundingClientRect();
+      pane.scrollTop += (r.top + r.height / 2) - (p.top + p.height / 2);
+      pane.scrollLeft += (r.left + r.width / 2) - (p.left + p.width / 2);
+    }
     counter.textContent = (current + 1) + ' / ' + steps.length;
     prev.disabled = current === 0;
     next.disabled = current === steps.length - 1;
@@ -83,10 +93,24 @@ def _chain_mathml(step) -> str:
     return _math(f"<mrow>{lhs}<mo>=</mo>{'<mo>+</mo>'.join(parts)}</mrow>")
 
 
+HEADING_CHARS = 90
+
+
+def _heading(step) -> str:
+    """Step number, node name, a definition cut at HEADING_CHARS (the whole one on hover)."""
+    title = step.title()
+    head, _, rest = title.partition(" = ")
+    if not rest:
+        return f"<h2>Step {step.index + 1}: {h(title)}</h2>"
+    short = rest if len(rest) <= HEADING_CHARS else rest[:HEADING_CHARS - 1] + "…"
+    return (f'<h2 title="{h(title)}">Step {step.index + 1}: {h(head)} '
+            f'<span class="def">= {h(short)}</span></h2>')
+
+
 def _step_section(step, hidden: bool) -> str:
     out = [f'<section class="step" data-node="n{step.node.index}" data-name="{h(step.node.name)}"'
            f'{" hidden" if hidden else ""}>',
-           f"<h2>Step {step.index + 1}: {h(step.title())}</h2>",
+           _heading(step),
            f'<div class="eq chain">{_chain_mathml(step)}</div>']
     latex = [step.chain_latex()]
     if step.expr is not None:
@@ -108,9 +132,12 @@ def _step_section(step, hidden: bool) -> str:
             if t.local.explicit is not None and t.local.explicit != t.local.named:
                 pieces.append(S.mathml(sp.factor_terms(t.local.explicit)))
             body = _math("<mrow>" + "<mo>=</mo>".join(pieces) + "</mrow>", display=False)
+        elif t.local.mathml:
+            # not a number per element (matmul, transpose, softmax...): the rule itself
+            body = _math(t.local.mathml, display=False)
         else:
             body = _math("<mrow>" + pieces[0] + "<mo>:</mo></mrow>", display=False) + \
-                f" <code>{h(t.local.description or '')}</code>"
+                f" <span>{h(t.local.description or '')}</span>"
         out.append(f'<div class="local">{body}</div>')
         latex.append(line)
     out.append(f'<pre class="numbers">{h(step.numbers())}</pre>')

@@ -31,6 +31,7 @@ from graphnn.transient import transient
 
 from . import evaluate as ev
 from . import flow
+from . import rules
 from . import symbols as S
 
 MAX_OPS = 40
@@ -45,7 +46,10 @@ def _auto_named(n: Node) -> bool:
 
 def _number(v: np.ndarray):
     x = float(np.asarray(v).reshape(()))
-    return sp.Integer(int(x)) if x.is_integer() and abs(x) < 1e15 else sp.Float(x, 6)
+    if x.is_integer() and abs(x) < 1e15:
+        return sp.Integer(int(x))
+    r = sp.Rational(x).limit_denominator(64)   # 0.5 is 1/2, so 0.5 * 2(yhat - y) reads (yhat - y)
+    return r if float(r) == x else sp.Float(x, 6)
 
 
 def _params(spec, attrs):
@@ -107,16 +111,20 @@ class Local:
     explicit: sp.Expr | None
     value: np.ndarray | None
     description: str | None = None   # LaTeX, for rules that are not a number per element
+    mathml: str | None = None        # the same rule as MathML (what the page shows)
 
 
-def local_derivative(v: Node, k: int, ex: Exprs, values: dict) -> Local:
+def local_derivative(v: Node, k: int, ex: Exprs, values: dict, kind: str = "backward",
+                     of: str = "L") -> Local:
     u = v.inputs[k]
     args = [ex.short[id(i)] for i in v.inputs]
     spec = ELEMENTWISE.get(v.op)
     if spec is not None:
         sym = spec.arg_symbols
         d = derivative_expr(spec, spec.args[k]).xreplace(_params(spec, v.attrs))
-        explicit = d.xreplace(dict(zip(sym, args)))
+        explicit = rules.lecture_form(v.op, args[0]) if v.op in NAMED_FNS else None
+        if explicit is None:
+            explicit = d.xreplace(dict(zip(sym, args)))
         named = S.named_fn(v.op, prime=True)(args[0]) if v.op in NAMED_FNS else explicit
         value = None
         if all(id(i) in values for i in v.inputs):
@@ -125,29 +133,21 @@ def local_derivative(v: Node, k: int, ex: Exprs, values: dict) -> Local:
                 value = np.broadcast_to(np.asarray(f(*[values[id(i)] for i in v.inputs]), dtype=float),
                                         np.broadcast_shapes(*[values[id(i)].shape for i in v.inputs]))
         return Local(named, explicit, value)
-    names = [S.symbol_latex(i.name) for i in v.inputs]
-    out = S.symbol_latex(v.name)
     if v.op == "matmul":
         a, b = v.inputs
         if a.ndim == 1 and b.ndim == 1:
             other = args[1 - k]
             return Local(other, other, values.get(id(v.inputs[1 - k])))
-        desc = (rf"\overline{{{out}}}\, {names[1]}^{{T}}" if k == 0 else
-                rf"{names[0]}^{{T}}\, \overline{{{out}}}")
-        return Local(None, None, None, r"\text{(VJP) } \overline{%s} = " % names[k] + desc)
+    count = None
+    if v.op == "mean" and id(u) in values and id(v) in values:
+        count = values[id(u)].size // max(1, values[id(v)].size)
+    tex, mml = rules.rule(v, k, kind, of, count)
     if v.op == "sum":
-        return Local(sp.Integer(1), sp.Integer(1), None, r"1 \text{ for every summed element}")
-    if v.op == "mean":
-        if id(u) in values and id(v) in values:
-            count = values[id(u)].size // max(1, values[id(v)].size)
-            c = sp.Rational(1, count)
-            return Local(c, c, None, rf"\frac{{1}}{{{count}}} \text{{ for every averaged element}}")
-        return Local(None, None, None, r"\frac{1}{N} \text{ for every averaged element}")
-    if v.op in ("reshape", "transpose", "cast", "broadcast_like", "broadcast_to", "index", "concat"):
-        return Local(None, None, None,
-                     r"\text{(VJP of %s: the adjoint's elements moved back to } %s\text{)}"
-                     % (v.op.replace("_", r"\_"), names[k]))
-    return Local(None, None, None, r"\text{(VJP rule of %s)}" % v.op.replace("_", r"\_"))
+        return Local(sp.Integer(1), sp.Integer(1), None, tex, mml)
+    if v.op == "mean" and count:
+        c = sp.Rational(1, count)
+        return Local(c, c, None, tex, mml)
+    return Local(None, None, None, tex, mml)
 
 
 @dataclass
@@ -219,7 +219,7 @@ class Step:
                 if t.local.explicit is not None and t.local.explicit != t.local.named:
                     parts.append(S.latex(sp.factor_terms(t.local.explicit)))
             elif t.local.description:
-                parts.append(t.local.description)
+                parts = [t.local.description]      # the rule names both sides itself
             out.append(" = ".join(parts))
         return out
 
@@ -229,7 +229,8 @@ class Step:
         for t in self.terms:
             who = t.consumer.name if self.kind == "backward" else self.node.inputs[t.position].name
             inc = ev.summary(t.incoming) if t.incoming is not None else "?"
-            loc = ev.summary(t.local.value) if t.local.value is not None else "(rule)"
+            loc = ev.summary(t.local.value) if t.local.value is not None else \
+                f"({t.consumer.op if self.kind == 'backward' else self.node.op} rule)"
             con = ev.summary(t.contribution) if t.contribution is not None else "?"
             lines.append(f"via {who}: {inc} x {loc} -> {con}")
         if self.derivative is not None:
@@ -314,7 +315,7 @@ def _backprop_steps(loss: Node, feeds, wrt, max_ops: int) -> Steps:
                     values.get(id(n)), values.get(id(a)))
         exprs = []
         for v, k in uses.get(id(n), []):
-            loc = local_derivative(v, k, ex, values)
+            loc = local_derivative(v, k, ex, values, "backward", loss.name)
             av = adj_expr.get(id(v))
             incoming = av if av is not None and sp.count_ops(av) <= max_ops else S.Deriv("adj", loss.name, v.name)
             t = Term(v, k, loc, gr.adjoint_value(v), gr.edge_value(n, v, k),
@@ -361,6 +362,21 @@ def _lecture_order(order: list[Node], gr, uses: dict) -> list[Node]:
                                       -u.index, u))
     out += [n for n in reversed(have) if id(n) not in seen]   # (unreachable: kept for safety)
     return out
+
+
+def _jvp_part(n: Node, k: int, tu: Node, feeds, values: dict):
+    """Input k's part of n's tangent, as a number: n's JVP rule with only that input moving
+    (built in the graph: forward_steps runs inside `transient`, so it is removed after)."""
+    from graphnn.ops.registry import get_op
+    ts = [tu if j == k else None for j in range(len(n.inputs))]
+    try:
+        with n.graph.provenance(scope=n.scope, role="tangent"):
+            part = get_op(n.op).jvp(n, ts)
+        if part is None:
+            return None
+        return ev.evaluate([part], feeds, cache=values)[id(part)]
+    except (GraphError, ValueError, TypeError):   # a rule needing every tangent: total shown
+        return None
 
 
 def _expand(e: sp.Expr, ex: Exprs, order: list[Node]):
@@ -428,12 +444,14 @@ def _forward_steps(y: Node, feeds, wrt, max_ops: int) -> Steps:
                 tu = tan.get(id(u))
                 if tu is None:
                     continue
-                loc = local_derivative(n, k, ex, values)
+                loc = local_derivative(n, k, ex, values, "forward", seed_name)
                 te = t_expr.get(id(u))
                 incoming = te if te is not None and sp.count_ops(te) <= max_ops else S.Deriv("tan", "", u.name)
                 contrib = None
                 if loc.value is not None and id(tu) in values:
                     contrib = np.asarray(loc.value) * values[id(tu)]
+                elif id(tu) in values:
+                    contrib = _jvp_part(n, k, tu, feeds, values)
                 term = Term(n, k, loc, values.get(id(tu)), contrib,
                             None if loc.named is None else loc.named * incoming)
                 step.terms.append(term)

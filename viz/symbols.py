@@ -75,8 +75,14 @@ def node_symbol(name: str) -> sp.Symbol:
 
 # -- printers ----------------------------------------------------------------------------------
 
+def display_name(name: str) -> str:
+    """A node name as formulas show it: scope separators as dots (`attn1/Wq` -> `attn1.Wq`),
+    so a scoped name never reads as a division."""
+    return name.replace("/", ".")
+
+
 def symbol_latex(name: str) -> str:
-    return LatexPrinter()._print(sp.Symbol(name))
+    return LatexPrinter()._print(sp.Symbol(display_name(name)))
 
 
 def _positive_first(e):
@@ -115,6 +121,8 @@ class _Latex(LatexPrinter):
             if kind == "adj":
                 return r"\frac{\partial %s}{\partial %s}" % (symbol_latex(of), symbol_latex(name))
             return r"\dot{%s}" % symbol_latex(name)
+        if "/" in e.name:
+            return symbol_latex(e.name)
         return super()._print_Symbol(e, style)
 
 
@@ -140,8 +148,9 @@ class _Text(sp.printing.str.StrPrinter):
     def _print_Symbol(self, e):
         if isinstance(e, Deriv):
             kind, of, name = e.parts
+            of, name = display_name(of), display_name(name)
             return f"d{of}/d{name}" if kind == "adj" else f"{name}'"
-        return super()._print_Symbol(e)
+        return display_name(super()._print_Symbol(e))
 
 
 _SUFFIX = {"hat": "^", "bar": "¯", "tilde": "~", "dot": "˙"}
@@ -164,6 +173,12 @@ class _MathML(MathMLPresentationPrinter):
         return el
 
     def _name(self, name: str):
+        if "/" in name:   # scope in grey, then the local name: never read as a division
+            scope, _, last = name.rpartition("/")
+            pre = self._el("mi", display_name(scope) + ".")
+            pre.setAttribute("mathvariant", "normal")
+            pre.setAttribute("mathcolor", "#607d8b")
+            return self._el("mrow", None, pre, self._name(last))
         for suf, mark in _SUFFIX.items():
             if name.endswith(suf) and len(name) > len(suf):
                 base = self._name(name[: -len(suf)])
