@@ -93,7 +93,7 @@ class Node:
     """A handle on one node of a Graph. Arithmetic on nodes builds new nodes."""
 
     __slots__ = ("graph", "name", "op", "attrs", "shape", "dtype", "inputs", "scope",
-                 "role", "index", "value", "__weakref__")
+                 "role", "index", "_value", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * node` defer to Node.__rmul__
 
     def __init__(self, graph, name, op, attrs, shape, dtype, inputs, scope, role, index,
@@ -108,7 +108,30 @@ class Node:
         self.scope: str = scope
         self.role: str = role
         self.index: int = index
-        self.value = value  # constants only
+        self._value = value  # constants only (params live in graph.values)
+
+    # -- the stored value -------------------------------------------------------
+    @property
+    def value(self):
+        """A constant's array; a parameter's current array (its `graph.values` entry);
+        None for inputs and op nodes (their values exist only when a program runs)."""
+        if self.op == "param":
+            return self.graph.values.get(self.name)
+        return self._value
+
+    @value.setter
+    def value(self, new) -> None:
+        """Set a parameter's array (written to `graph.values`, shape and dtype checked).
+        Constants are fixed and other nodes have no stored value: both raise GraphError."""
+        if self.op != "param":
+            what = "a constant is fixed (build a new one with g.const)" if self.op == "const" \
+                else f"a {self.op} node has no stored value (compile it to compute one)"
+            raise GraphError(f"cannot set {self.name!r}.value: {what}")
+        arr = _as_array(new, self.dtype, f"param {self.name!r}")
+        if arr.shape != self.shape:
+            raise ShapeError(f"param {self.name!r}: new value has shape {arr.shape}, "
+                             f"the parameter has shape {self.shape}")
+        self.graph.values[self.name] = arr
 
     # -- introspection ---------------------------------------------------------
     @property

@@ -260,3 +260,25 @@ def test_page_scrolls_to_node_and_labels_are_readable(tmp_path):
     viz.steps_html(viz.backprop_steps(E, feeds), html)
     text = html.read_text()
     assert "scrollTop" in text and "max-width:none" in text
+
+
+# -- 7: w.value both ways ------------------------------------------------------------------------
+
+def test_param_value_reads_and_writes_graph_values():
+    g = gn.Graph("v")
+    w = g.param("w", value=np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(w.value, [1.0, 2.0])
+    w.value = np.array([3.0, 4.0])
+    np.testing.assert_array_equal(g.values["w"], [3.0, 4.0])
+    g.values["w"] = np.array([5.0, 6.0])           # training writes g.values: w.value follows
+    np.testing.assert_array_equal(w.value, [5.0, 6.0])
+    x = g.input("x", (2,))
+    out = (x * w).sum()
+    assert gn.compile(out)(x=np.ones(2)) == pytest.approx(11.0)
+    with pytest.raises(gn.ShapeError):
+        w.value = np.zeros(3)
+    with pytest.raises(gn.GraphError):
+        g.const("c", 1.0).value = 2.0
+    with pytest.raises(gn.GraphError):
+        out.value = 1.0
+    assert x.value is None and g["c"].value == 1.0
