@@ -4,7 +4,7 @@ See ../shared/DESIGN.md (in the course repository) or README.md for the tour.
 """
 __version__ = "0.1.0"
 
-from .errors import DtypeError, FormatError, GraphError, GraphnnError, ShapeError
+from .errors import DataError, DtypeError, FormatError, GraphError, GraphnnError, ShapeError
 from .graph import Graph, Node
 from .ops.api import (
     abs, add, broadcast_like, broadcast_to, cast, concat, conv1d, conv2d, count, div, elu, eq,

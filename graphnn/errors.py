@@ -21,3 +21,8 @@ class FormatError(GraphnnError, ValueError):
 class DtypeError(ShapeError, TypeError):
     """A dtype graphnn does not compute in (complex, strings, objects, ...), or a value
     that cannot be one of its dtypes. A ShapeError (and a TypeError, as it was before)."""
+
+
+class DataError(GraphnnError, ValueError):
+    """Training, prediction or feed data is unusable (empty, NaN/inf, not numbers, labels
+    out of range, unknown or missing names); names the input."""

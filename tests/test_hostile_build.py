@@ -3,6 +3,7 @@ shape arithmetic cannot overflow, and the declared dtype is the dtype that runs.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -127,3 +128,104 @@ def test_lone_surrogate_graph_and_node_names_compile():
     (gW,) = gn.grad(loss, [W])
     prog = gn.compile([loss], updates={W: W - 0.1 * gW})
     assert prog(**feeds)[0] == pytest.approx(4.0)
+
+
+# -- D8: class labels are checked where they enter -----------------------------------------------
+
+def classifier(label_dtype="int64"):
+    g = gn.Graph("cls")
+    x = g.input("x", (None, 2))
+    labels = g.input("labels", (None,), dtype=label_dtype)
+    W = g.param("W", (2, 3), value=np.arange(6.0).reshape(2, 3) / 10)
+    logits = x @ W
+    return g, x, labels, W, logits, gn.softmax_cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([0, 7], "class label 7 \\(sample 1\\) is outside \\[0, 3\\)"),
+    ([-1, 2], "class label -1 \\(sample 0\\)"),
+    ([1.7, 1.0], "takes int64 values, got float64; cast it explicitly"),
+    ([np.nan, 1.0], "got float64"),
+])
+def test_out_of_range_or_fractional_labels_are_refused_by_programs(bad, match):
+    g, x, labels, W, logits, loss = classifier()
+    prog = gn.compile(loss)
+    X = np.ones((2, 2))
+    with pytest.raises(gn.DataError, match="feed 'labels': .*" + match):
+        prog(x=X, labels=np.array(bad))
+    assert np.isfinite(prog(x=X, labels=np.array([0, 2])))
+    assert np.isfinite(prog(x=X, labels=np.array([0, 2], dtype=np.int32)))
+
+
+def test_out_of_range_labels_are_refused_by_the_trainer():
+    g, x, labels, W, logits, loss = classifier()
+    tr = gn.Trainer(loss, optimizer=gn.optim.SGD(lr=0.1))
+    before = g.values["W"].copy()
+    with pytest.raises(gn.DataError, match="training data: input 'labels': class label 9"):
+        tr.fit({"x": np.ones((4, 2)), "labels": np.array([0, 1, 9, 2])}, epochs=1,
+               verbose=False)
+    with pytest.raises(gn.DataError, match="got float64"):
+        tr.fit({"x": np.ones((4, 2)), "labels": np.array([0, 1, 1.5, 2])}, epochs=1,
+               verbose=False)
+    np.testing.assert_array_equal(g.values["W"], before)
+    hist = tr.fit({"x": np.ones((4, 2)), "labels": np.array([0, 1, 2, 2])}, epochs=1,
+                  verbose=False)
+    assert hist.loss[0] > 0.5
+
+
+def test_int32_labels_fed_int64_run_as_int32_and_are_checked():
+    g, x, labels, W, logits, loss = classifier("int32")
+    prog = gn.compile(loss)
+    assert np.isfinite(prog(x=np.ones((2, 2)), labels=np.array([0, 2])))
+    with pytest.raises(gn.DataError, match="class label 3"):
+        prog(x=np.ones((2, 2)), labels=np.array([0, 3]))
+    with pytest.raises(gn.DataError, match="range"):
+        prog(x=np.ones((2, 2)), labels=np.array([0, 2 ** 40]))
+
+
+def test_constant_labels_out_of_range_are_refused_when_built():
+    g = gn.Graph("c")
+    logits = g.input("z", (2, 3))
+    with pytest.raises(gn.ShapeError, match="outside the classes \\[0, 3\\)"):
+        gn.softmax_cross_entropy(logits, g.const("lab", np.array([0, 5])))
+
+
+# -- D9: one feed check for programs and Trainer -----------------------------------------------
+
+BAD_FEEDS = {
+    "complex": (np.array([[1 + 2j, 2]]), "complex numbers"),
+    "numeric strings": (np.array([["1", "2"]]), "strings"),
+    "bytes": (np.array([[b"1", b"2"]]), "bytes"),
+    "datetime": (np.array([["2020-01-01", "2020-01-02"]], dtype="datetime64[D]"), "dates"),
+    "object with None": (np.array([[None, 1.0]], dtype=object), "Python objects"),
+    "ragged": ([[1.0, 2.0], [3.0]], "not an array of numbers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FEEDS))
+@pytest.mark.parametrize("fast", [False, True])
+def test_bad_feed_values_are_data_errors_naming_the_input(case, fast):
+    value, match = BAD_FEEDS[case]
+    g = gn.Graph("f")
+    x = g.input("x", (None, 2))
+    W = g.param("W", (2, 1), value=np.ones((2, 1)))
+    loss = (x @ W).mean()
+    (gW,) = gn.grad(loss, [W])
+    prog = gn.compile([loss], updates={W: W - 0.1 * gW}, fast=fast) if fast else gn.compile(loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning: refused, not truncated
+        with pytest.raises(gn.DataError, match=f"feed 'x'.*{match}"):
+            prog(x=value)
+    tr = gn.Trainer(loss, optimizer=gn.optim.SGD(lr=0.1))
+    with pytest.raises(gn.DataError, match="'x'"):
+        tr.fit({"x": value}, epochs=1, verbose=False)
+
+
+def test_good_feeds_are_converted_once_and_exact_dtypes_pass_through():
+    g = gn.Graph("f")
+    x = g.input("x", (None, 2), dtype="float32")
+    prog = gn.compile(x * 2.0)
+    a = np.ones((3, 2), np.float32)
+    assert prog.args_for({"x": a})[0] is a  # no copy on the benchmarked path
+    out = prog(x=[[1, 2]])  # lists and ints are numbers: converted
+    assert out.dtype == np.float32 and out.tolist() == [[2.0, 4.0]]

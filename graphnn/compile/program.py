@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import archive
+from .. import feeds as feeds_check
 from ..errors import GraphError, ShapeError
 from ..graph import Graph, Node
 from . import loops
@@ -73,6 +74,9 @@ class Program:
                 or any(n is c for c in function.cut)]
         self.arg_nodes = args
         self.arg_names = [n.name for n in args]
+        depths = feeds_check.label_depths(function.order())
+        self._labels = [(k, depths[n.name]) for k, n in enumerate(args)
+                        if n.op == "input" and n.name in depths]
         self.filename = namespace["__file__"]
         self.numpy_source = None  # set when `source` calls Numba: what save() writes instead
 
@@ -95,9 +99,8 @@ class Program:
                 v = self.graph.values[node.name]
             else:
                 raise GraphError(f"missing feed {node.name!r} ({node.op}, shape {node.shape})")
-            v = np.asarray(v)
-            if v.dtype != node.dtype and not (node.dtype.kind in "iu" and v.dtype.kind in "iu"):
-                v = v.astype(node.dtype)
+            if type(v) is not np.ndarray or v.dtype is not node.dtype:
+                v = feeds_check.convert(node, v)  # the check Trainer makes: DataError
             if v.ndim != len(node.shape) or any(d is not None and d != s
                                                 for d, s in zip(node.shape, v.shape)):
                 raise ShapeError(f"feed {node.name!r}: expected shape {node.shape}, got {v.shape}")
@@ -108,6 +111,8 @@ class Program:
                                          f"{batch[1]} of feed {batch[0]!r}")
                     batch = (node.name, s)
             args.append(v)
+        for k, depth in self._labels:  # class labels: a value check, only where it matters
+            feeds_check.check_labels(self.arg_names[k], args[k], depth)
         return args
 
     def __call__(self, **feeds):

@@ -36,7 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FormatError, GraphError, GraphnnError, ShapeError
+from .. import feeds as _feeds
+from ..errors import DataError, FormatError, GraphError, GraphnnError, ShapeError
 from ..graph import Node, fmt_shape
 from ..ops import api
 from .losses import one_hot_targets
@@ -45,10 +46,6 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION  # noqa: F401  (ch
 
 __all__ = ["Trainer", "EarlyStopping", "History", "DataError", "DivergedError",
            "accuracy", "binary_accuracy"]
-
-
-class DataError(GraphnnError, ValueError):
-    """Training or prediction data is unusable (empty, NaN/inf, unknown or missing names)."""
 
 
 class DivergedError(GraphnnError, FloatingPointError):
@@ -250,6 +247,7 @@ class Trainer:
         if not params:
             raise GraphError(f"Trainer: loss {loss.name!r} depends on no trainable param")
         self.params: list[Node] = params
+        first = len(g.nodes)   # what the Trainer builds is not the user's model (gn.save)
         self.penalty = regularization(params) if regularization is not None else None
         if self.penalty is not None:
             with g.provenance(scope="regularization"):
@@ -258,6 +256,8 @@ class Trainer:
             self.objective = loss
         self.grads = reverse.grad(self.objective, params)
         self.updates = optimizer.build(params, self.grads)
+        from ..transient import mark_derived
+        mark_derived(g, g.nodes[first:])
         self.step_program = self._compile([self.objective], backend=backend, updates=self.updates)
         self._programs: dict[tuple, Any] = {}
         self.epoch = 0
@@ -303,6 +303,7 @@ class Trainer:
         if missing:
             raise DataError(f"{what}: missing input(s) {missing} needed by the loss")
         out, n_rows, first = {}, None, None
+        labels = _feeds.label_depths(self.graph.nodes)  # inputs a one_hot reads (classes)
         for node in needed:
             raw = data[node.name]
             try:
@@ -312,6 +313,10 @@ class Trainer:
             if a.dtype.kind not in "biuf":
                 raise DataError(f"{what}: input {node.name!r} has dtype {a.dtype}; "
                                 "numbers are needed")
+            # the check compiled programs make too: integral labels, no truncation
+            a = _feeds.convert(node, a, f"{what}: input")
+            if node.name in labels:
+                _feeds.check_labels(node.name, a, labels[node.name], f"{what}: input")
             if not node.shape or node.shape[0] is not None:
                 raise ShapeError(f"{what}: input {node.name!r} is declared with shape "
                                  f"({fmt_shape(node.shape)}) without a batch dimension first; "

@@ -249,8 +249,16 @@ def index(x: Node, idx, name=None) -> Node:
 
 
 def one_hot(labels: Node, depth: int, dtype=None) -> Node:
-    return apply("one_hot", [labels], depth=depth,
+    """One-hot rows of integer class labels in [0, depth). Labels fed at call time are
+    checked then (graphnn.feeds); constant labels are checked here."""
+    node = apply("one_hot", [labels], depth=depth,
                  dtype=dtypes.as_dtype(dtype or labels.graph.dtype).name)
+    v = labels.value if labels.op == "const" else None
+    if v is not None and v.size and (v.min() < 0 or v.max() >= depth or
+                                     (v.dtype.kind == "f" and not np.all(v == np.trunc(v)))):
+        raise ShapeError(f"one_hot {node.name!r}: constant labels {labels.name!r} hold "
+                         f"{v.min()!r}..{v.max()!r}, outside the classes [0, {depth})")
+    return node
 
 
 def softmax(x: Node, axis: int = -1, name=None) -> Node:
