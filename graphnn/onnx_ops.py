@@ -83,6 +83,9 @@ def _binary(name):
     def handler(ctx, ins, attrs):
         _take(ctx, attrs, {})
         a, b = ins
+        if name == "Pow" and isinstance(a, Node) and not isinstance(b, Node) \
+                and np.asarray(b).dtype.kind in "iu":
+            b = np.asarray(b).astype(a.dtype)  # a float base to an integer power
         if _folded(a, b):
             a, b = np.asarray(a), np.asarray(b)
             if name == "Div":
@@ -344,7 +347,9 @@ def _reshape(ctx, ins, attrs):
 def _flatten(ctx, ins, attrs):
     at = _take(ctx, attrs, {"axis": 1})
     s = [None if d is BATCH else d for d in _shape_of(ins[0])]
-    ax = at["axis"] % (len(s) + 1) if at["axis"] < 0 else at["axis"]
+    ax = at["axis"] + len(s) if at["axis"] < 0 else at["axis"]
+    if not 0 <= ax <= len(s):
+        raise ctx.error(f"axis {at['axis']} out of range for {tuple(s)}")
     def prod(ds):
         return None if None in ds else math.prod(ds)
     lead, rest = prod(s[:ax]), prod(s[ax:])
@@ -539,6 +544,9 @@ def _reduce(fn, np_fn, since):
                 return [api.identity(ctx.node_of(x))]
             axes = None
         axes = None if axes is None else tuple(axes)
+        shape = _shape_of(x)
+        if fn is not api.sum and 0 in [shape[a] for a in (range(len(shape)) if axes is None else axes)]:
+            raise ctx.unsupported("a reduction over an empty axis")
         if not isinstance(x, Node):
             return [np_fn(np.asarray(x), axis=axes, keepdims=bool(at["keepdims"]))]
         return [fn(x, axis=axes, keepdims=bool(at["keepdims"]))]
@@ -692,8 +700,6 @@ def _pad(ctx, ins, attrs):
         pads = _ints(ctx, ins[1], "pads")
         value = float(np.asarray(ins[2]).reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None \
             and not isinstance(ins[2], Node) else 0.0
-        if len(ins) > 2 and isinstance(ins[2], Node):
-            raise ctx.unsupported("a computed pad value")
         axes = _ints(ctx, ins[3], "axes") if len(ins) > 3 and ins[3] is not None else None
     if at["mode"] != "constant":
         raise ctx.unsupported(f"mode={at['mode']!r}")
@@ -707,6 +713,13 @@ def _pad(ctx, ins, attrs):
         raise ctx.error(f"pads {pads} for a {nd}-d input")
     crop = [slice(-b if b < 0 else None, e if e < 0 else None) for b, e in zip(pads[:nd], pads[nd:])]
     y = pooling.pad(x, [max(0, p) for p in pads], value=value)
+    if len(ins) > 2 and isinstance(ins[2], Node):  # a computed value: added where padded
+        v = api.reshape(ins[2], ())
+        if None in x.shape:
+            raise ctx.unsupported("a computed pad value on a batched input")
+        mask = np.pad(np.zeros(x.shape), [(max(0, b), max(0, e)) for b, e in
+                                          zip(pads[:nd], pads[nd:])], constant_values=1.0)
+        y = y + v * ctx.g.const(None, mask.astype(x.dtype))
     if any(p < 0 for p in pads):
         y = api.index(y, tuple(crop))
     return [api.identity(y)]
@@ -754,7 +767,7 @@ def _lrn(ctx, ins, attrs):
     nd = x.ndim
     to_last = (0,) + tuple(range(2, nd)) + (1,)
     sq = api.transpose(x * x, to_last)
-    sq = pooling.pad(sq, (0,) * (2 * nd - 1) + ((n - 1) // 2,) + (0,) * (nd - 1) + (n - 1 - (n - 1) // 2,))
+    sq = pooling.pad(sq, (0,) * (nd - 1) + ((n - 1) // 2,) + (0,) * (nd - 1) + (n - 1 - (n - 1) // 2,))
     s = api.sum(api.apply("windows", [sq], kernel=(n,), stride=(1,), dilation=(1,)), axis=-1)
     s = api.transpose(s, tuple(int(i) for i in np.argsort(to_last)))
     return [x / (float(at["bias"]) + float(at["alpha"]) / n * s) ** float(at["beta"])]
