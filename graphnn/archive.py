@@ -65,6 +65,13 @@ def sweep_stale(path: str) -> list[str]:
     return removed
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_files(files: Iterable[tuple[str, bytes]]) -> None:
     """Write each (path, data): all temporaries first, then all renames."""
     files = [(os.fspath(p), d) for p, d in files]
@@ -76,6 +83,7 @@ def write_files(files: Iterable[tuple[str, bytes]]) -> None:
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp",
                                        prefix=f".{os.path.basename(path)}.{os.getpid()}.")
             temps.append(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a saved file gets the usual mode
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

@@ -137,19 +137,37 @@ def cmd_draw(args) -> int:
     feeds = _load_feeds(args.feeds)
     target = _pick_loss(g, args.loss) if args.grad else g
     d = viz.draw(target, grads=args.grad, feeds=feeds)
-    viz.render(d, args.output)
+    try:
+        viz.render(d, args.output)
+    except viz.RenderError as e:
+        # PNG/PDF need the system Graphviz; SVG always works (embedded renderer)
+        print(f"graphnn: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}")
     return 0
 
 
 def cmd_compile(args) -> int:
     g = gn.load(args.model)
-    outs = _outputs(g, args.outputs)
-    if args.grad:
+    if args.outputs and not args.grad:
+        outs = _outputs(g, args.outputs)
+        what = "outputs " + ", ".join(n.name for n in outs)
+    elif not args.loss and not args.grad and not any(
+            n.shape == () and not n.is_leaf for n in g.nodes):
+        outs = _outputs(g, None)
+        what = "the graph's outputs " + ", ".join(n.name for n in outs) + " (no scalar loss)"
+    else:
+        # default: the loss and its gradient with respect to every parameter
         loss = _pick_loss(g, args.loss)
-        outs = [loss, *gn.grad(loss, g.params)]
+        params = [p for p in g.ancestors([loss]) if p.op == "param"]
+        outs = [loss, *gn.grad(loss, params)] if params else [loss]
+        what = (f"loss {loss.name!r} and its gradients d{loss.name}/d(" +
+                ", ".join(p.name for p in params) + ")") if params else f"loss {loss.name!r}"
+        if args.outputs:
+            outs += [n for n in _outputs(g, args.outputs) if n not in outs]
     prog = gn.compile(outs, backend=args.backend)
     prog.save(args.output)
+    print(f"compiled {what}")
     print(f"wrote {args.output}")
     return 0
 
@@ -158,7 +176,11 @@ def cmd_teach(args) -> int:
     import viz
     g = gn.load(args.model)
     loss = _pick_loss(g, args.loss)
-    feeds = _load_feeds(args.feeds) or _random_feeds(g, batch=1)
+    feeds = _load_feeds(args.feeds)
+    if feeds is None:
+        feeds = _random_feeds(g, batch=1)
+        print("graphnn: no --feeds given: the page uses random inputs (seed 0, batch 1): "
+              + ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items()), file=sys.stderr)
     viz.steps_html(viz.backprop_steps(loss, feeds=feeds), args.output)
     print(f"wrote {args.output}")
     return 0
@@ -175,8 +197,11 @@ def cmd_train(args) -> int:
                   seed=args.seed, verbose=not args.quiet)
     print(f"final train loss {hist.loss[-1]:.6g} after {len(hist.loss)} epochs")
     if args.output:
-        g.save(args.output)
+        g.save(args.output)      # the model with trained weights, not the training graph
         print(f"wrote {args.output}")
+    if args.checkpoint:
+        tr.save_checkpoint(args.checkpoint)   # optimizer state and history, to resume
+        print(f"wrote {args.checkpoint}")
     return 0
 
 
@@ -201,15 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="write a standalone program")
     c.add_argument("model")
     c.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "cuda"])
-    c.add_argument("--outputs", help="comma-separated node names (default: graph sinks)")
-    c.add_argument("--grad", action="store_true", help="compile the loss and its parameter gradients")
+    c.add_argument("--outputs", help="comma-separated node names (default: the loss and its "
+                                      "parameter gradients)")
+    c.add_argument("--grad", action="store_true", help="compile the loss and its parameter "
+                                                       "gradients (the default without --outputs)")
     c.add_argument("--loss")
     c.add_argument("-o", "--output", required=True)
 
     t = sub.add_parser("teach", help="write a step-by-step backprop page")
     t.add_argument("model")
     t.add_argument("--loss")
-    t.add_argument("--feeds")
+    t.add_argument("--feeds", help=".npz of input values (default: random inputs, said so)")
     t.add_argument("-o", "--output", required=True)
 
     tr = sub.add_parser("train", help="train a model file on an .npz of arrays named like its inputs")
@@ -222,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true")
-    tr.add_argument("-o", "--output", help="save the trained model here")
+    tr.add_argument("-o", "--output", help="save the trained model here (same model, trained weights)")
+    tr.add_argument("--checkpoint", help="also save a checkpoint (optimizer state, history) here")
     return p
 
 

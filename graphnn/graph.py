@@ -522,9 +522,10 @@ class Graph:
         return f"<graphnn.Graph {self.name!r}: {len(self._order)} nodes>"
 
     # -- files (see graphnn.io) -------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path, derived: bool = False) -> None:
+        """Save the model (see `graphnn.io.save`; `derived=True` keeps gradient/update nodes)."""
         from .io import save
-        save(self, path)
+        save(self, path, derived)
 
 
 def _short_attr(v) -> str:

@@ -113,10 +113,20 @@ def _param_value(g: Graph, node: Node) -> np.ndarray:
     return np.asarray(arr, dtype=node.dtype, order="C")
 
 
-def to_dict(g: Graph) -> dict:
+def saved_nodes(g: Graph, derived: bool = False) -> list[Node]:
+    """The nodes a save writes: all of them with `derived=True`; otherwise the graph the
+    user built (`graphnn.transient.model_nodes`: gradients asked for with `gn.grad` stay),
+    without what a Trainer added to train it (penalty, gradients, updates, optimizer state)."""
+    if derived:
+        return g.nodes
+    from .transient import model_nodes
+    return model_nodes(g)
+
+
+def to_dict(g: Graph, derived: bool = True) -> dict:
     """The JSON-able description of `g` (arrays not included: see `to_arrays`)."""
     nodes = []
-    for node in g.nodes:
+    for node in saved_nodes(g, derived):
         where = f"node {node.name!r} ({node.op})"
         rec = {"name": node.name, "op": node.op, "inputs": [i.name for i in node.inputs],
                "attrs": {k: _attr_json(v, where) for k, v in node.attrs.items()},
@@ -131,10 +141,10 @@ def to_dict(g: Graph) -> dict:
             "nodes": nodes}
 
 
-def to_arrays(g: Graph) -> dict[str, np.ndarray]:
+def to_arrays(g: Graph, derived: bool = True) -> dict[str, np.ndarray]:
     """The arrays `from_dict` needs next to `to_dict(g)`: params and non-scalar constants."""
     out = {}
-    for k, node in enumerate(g.nodes):
+    for k, node in enumerate(saved_nodes(g, derived)):
         if node.op == "param":
             out[array_key(k)] = _param_value(g, node)
         elif node.op == "const" and _inline_scalar(node.value) is None:
@@ -166,15 +176,19 @@ def npz_path(path) -> str:
     return os.path.splitext(os.fspath(path))[0] + ".npz"
 
 
-def save(g: Graph, path) -> None:
-    """Write `path` (JSON) and the `.npz` beside it, each atomically."""
+def save(g: Graph, path, derived: bool = False) -> None:
+    """Write `path` (JSON) and the `.npz` beside it, each atomically.
+
+    Saves the graph the user built, with the current parameter values: the nodes a
+    Trainer added to train it (its penalty, gradients, updates and optimizer state) are
+    left out unless `derived=True` (a Trainer checkpoint holds the optimizer state)."""
     path = os.fspath(path)
     npz = npz_path(path)
     if os.path.abspath(npz) == os.path.abspath(path):
         raise GraphError(f"model path {path!r} would be overwritten by its own .npz; "
                          "use a .json name")
-    d = to_dict(g)
-    arrays = to_arrays(g)
+    d = to_dict(g, derived)
+    arrays = to_arrays(g, derived)
     nodes = d.pop("nodes")
     d[DIGEST_FIELD] = arrays_digest(arrays)
     d["nodes"] = nodes

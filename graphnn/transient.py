@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
+import weakref
 from typing import Iterator
 
 from .graph import Graph
@@ -51,3 +52,23 @@ def transient(g: Graph) -> Iterator[Graph]:
         for name in set(g.values) - value_names:
             if name not in g._by_name:
                 del g.values[name]
+
+
+# -- nodes built for training, not part of the user's model ----------------------------------
+
+_DERIVED: "weakref.WeakKeyDictionary[Graph, set[int]]" = weakref.WeakKeyDictionary()
+
+
+def mark_derived(g: Graph, nodes) -> None:
+    """Record `nodes` as built by graphnn for training (a Trainer's penalty, objective,
+    gradients, updates, optimizer state): `gn.save` leaves them out unless asked."""
+    _DERIVED.setdefault(g, set()).update(id(n) for n in nodes)
+
+
+def model_nodes(g: Graph) -> list:
+    """The nodes the user built (gradients asked for with gn.grad included), without those a
+    Trainer added for training, unless a node of the user's depends on them."""
+    derived = _DERIVED.get(g)
+    if not derived:
+        return g.nodes
+    return g.ancestors([n for n in g.nodes if id(n) not in derived])

@@ -58,8 +58,10 @@ def test_design_api_end_to_end(tmp_path):
     assert vals[1].shape == (4, 1) and vals[2].shape == (4, 2)
     assert vals[3].shape == (4, 1, 2) and vals[4].shape == (2, 2, 2, 2)
 
+    before_trainer = len(g.nodes)
     tr = gn.Trainer(loss, optimizer=gn.optim.Adam(lr=1e-2), backend="numpy",
                     regularization=gn.nn.L2(1e-4))
+    after_trainer = len(g.nodes)
     hist = tr.fit({"x": X, "y": Y}, epochs=20, batch_size=4, shuffle=True, seed=0,
                   validation={"x": X, "y": Y}, early_stopping=gn.EarlyStopping(patience=20),
                   verbose=False)
@@ -72,7 +74,13 @@ def test_design_api_end_to_end(tmp_path):
 
     g.save(tmp_path / "xor.json")
     g2 = gn.load(tmp_path / "xor.json")
-    assert [n.name for n in g2.nodes] == [n.name for n in g.nodes]
+    # the model the user built with its trained weights; the Trainer's training graph
+    # (penalty, gradients, Adam's updates and state) only when asked (issue 17 #8)
+    mine = g.nodes[:before_trainer] + g.nodes[after_trainer:]
+    assert [n.name for n in g2.nodes] == [n.name for n in mine]
+    np.testing.assert_array_equal(g2.values["W1"], g.values["W1"])
+    gn.save(g, tmp_path / "step.json", derived=True)
+    assert [n.name for n in gn.load(tmp_path / "step.json").nodes] == [n.name for n in g.nodes]
 
 
 def test_design_symbolic_api():

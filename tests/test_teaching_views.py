@@ -282,3 +282,79 @@ def test_param_value_reads_and_writes_graph_values():
     with pytest.raises(gn.GraphError):
         out.value = 1.0
     assert x.value is None and g["c"].value == 1.0
+
+
+# -- 8 (files): saving gives the model the user built --------------------------------------------
+
+def test_save_after_training_is_the_same_model_with_trained_weights(tmp_path):
+    g, E, feeds = _lecture004()
+    dw1, = gn.grad(E, [g["w1"]])                     # asked for by the user: saved
+    names = [n.name for n in g.nodes]
+    tr = gn.Trainer(E, optimizer=gn.optim.Adam(lr=0.1), regularization=gn.nn.L2(1e-3))
+    tr.fit(feeds, epochs=3, batch_size=1)
+    g.save(tmp_path / "t.json")
+    g2 = gn.load(tmp_path / "t.json")
+    assert [n.name for n in g2.nodes] == names
+    assert "dE/dw1" in g2 and not any(n.role == "update" for n in g2.nodes)
+    np.testing.assert_array_equal(g2.values["w1"], g.values["w1"])
+    assert not any(k.startswith("optim") for k in g2.values)
+    gn.save(g, tmp_path / "all.json", derived=True)
+    assert len(gn.load(tmp_path / "all.json").nodes) > len(names)
+
+
+def _model_file(tmp_path):
+    g, E, feeds = _lecture004()
+    g.save(tmp_path / "m.json")
+    np.savez(tmp_path / "d.npz", x=np.tile(feeds["x"], (4, 1)), y=np.tile(feeds["y"], (4, 1)))
+    np.savez(tmp_path / "f.npz", **feeds)
+    return tmp_path / "m.json"
+
+
+def test_cli_train_output_retrains_teaches_and_compiles(tmp_path, capsys):
+    import os
+    from graphnn.cli import main
+    m = _model_file(tmp_path)
+    t = tmp_path / "t.json"
+    assert main(["train", str(m), "--data", str(tmp_path / "d.npz"), "-o", str(t), "--epochs", "2",
+                 "--quiet", "--checkpoint", str(tmp_path / "c.ckpt")]) == 0
+    assert [n.name for n in gn.load(t).nodes] == [n.name for n in gn.load(m).nodes]
+    assert main(["train", str(t), "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--quiet"]) == 0
+    page = tmp_path / "p.html"
+    assert main(["teach", str(t), "-o", str(page), "--feeds", str(tmp_path / "f.npz")]) == 0
+    assert "through net221: E" in page.read_text()
+    # files honour the umask
+    old = os.umask(0o022)
+    try:
+        gn.load(m).save(tmp_path / "u.json")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "u.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "u.npz").st_mode & 0o777 == 0o644
+
+
+def test_cli_compile_default_is_loss_and_gradients(tmp_path, capsys):
+    from graphnn.cli import main
+    m = _model_file(tmp_path)
+    out = tmp_path / "step.py"
+    assert main(["compile", str(m), "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "compiled loss 'E' and its gradients" in said
+    src = out.read_text()
+    assert "dE/dw1" in src and "dE/db2" in src       # gradient outputs named for what they are
+
+
+def test_cli_teach_without_feeds_says_random(tmp_path, capsys):
+    from graphnn.cli import main
+    m = _model_file(tmp_path)
+    assert main(["teach", str(m), "-o", str(tmp_path / "p.html")]) == 0
+    assert "random inputs" in capsys.readouterr().err
+
+
+def test_cli_draw_png_without_dot_is_a_clear_message(tmp_path, capsys, monkeypatch):
+    import importlib
+    from graphnn.cli import main
+    monkeypatch.setattr(importlib.import_module("viz.render"), "has_dot", lambda: False)
+    m = _model_file(tmp_path)
+    assert main(["draw", str(m), "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ".svg" in err and "dot" in err

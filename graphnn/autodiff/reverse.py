@@ -7,6 +7,7 @@ The walk is a loop over the cached topological order: no recursion.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -106,4 +107,19 @@ def grad(y: Node, wrt: Sequence[Node], disconnected: str = "zeros") -> list[Node
                          "(reduce it with .sum() or .mean(), or use vjp/jacobian)")
     with y.graph.provenance(scope=y.scope, role="backward"):
         seed = y.graph.const(None, np.ones((), dtype=y.dtype))
-    return vjp(y, wrt, seed, disconnected)
+    return name_gradients(y, wrt, vjp(y, wrt, seed, disconnected))
+
+
+_AUTO = re.compile(r"^[a-z_0-9]+_\d+$")
+
+
+def name_gradients(y: Node, wrt: Sequence[Node], grads: Sequence[Node]) -> list[Node]:
+    """Name each gradient node after what it is, `d<y>/d<w>` (dJ/dW1), when it still has an
+    automatic name (`matmul_4`): drawings, pages and generated code then say what it is.
+    A node the user named, a constant, or a name already taken is left alone."""
+    g = y.graph
+    for w, d in zip(wrt, grads):
+        name = f"d{y.name}/d{w.name}"
+        if d.role == "backward" and d.op != "const" and _AUTO.match(d.name) and name not in g:
+            g.rename(d, name)
+    return list(grads)
