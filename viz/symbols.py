@@ -13,6 +13,7 @@ MathML (`mathml`, rendered natively by browsers: no script, no network).
 from __future__ import annotations
 
 import re
+from xml.sax.saxutils import escape as xml_escape
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -167,7 +168,9 @@ class _MathML(MathMLPresentationPrinter):
     def _el(self, tag, text=None, *children):
         el = self.dom.createElement(tag)
         if text is not None:
-            el.appendChild(self.dom.createTextNode(text))
+            # SymPy's MathML printer writes text nodes raw (so that its own entities
+            # survive); node names are text, escaped here (issue 14, D2: XSS)
+            el.appendChild(self.dom.createTextNode(xml_escape(text)))
         for c in children:
             el.appendChild(c)
         return el
