@@ -20,6 +20,7 @@ from .compile import Program, compile
 from .io import load, save
 from .ops.pooling import avg_pool, conv, max_pool, pad
 from .onnx_import import from_onnx
+from .onnx_export import to_onnx
 
 __all__ = [n for n in dir() if not n.startswith("_")]
 
