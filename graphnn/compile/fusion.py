@@ -26,6 +26,7 @@ MAX_GROUP = 24  # element-wise nodes fused into one expression, at most
 
 _UFUNC = {sp.exp: "np.exp", sp.log: "np.log", sp.tanh: "np.tanh", sp.Abs: "np.absolute",
           sp.sign: "np.sign", sp.sin: "np.sin", sp.cos: "np.cos"}
+_MASK_OPS = ("np.multiply", "np.maximum", "np.minimum")  # boolean operands mean 0/1 there
 _CMP = {">": "np.greater", "<": "np.less", ">=": "np.greater_equal", "<=": "np.less_equal",
         "==": "np.equal", "!=": "np.not_equal"}
 
@@ -114,9 +115,14 @@ class Emitter:
         self.value(expr, "{OUT}")
         return self.lines
 
-    def operand(self, e, dest: str | None) -> str:
-        """A string naming e's value: a leaf, a literal, a scalar expression, or a register."""
-        if _is_mask(e) and self.klass(e) == "full":  # 0/1 mask: a boolean temporary is cheaper
+    def operand(self, e, dest: str | None, mask_ok: bool = False) -> str:
+        """A string naming e's value: a leaf, a literal, a scalar expression, or a register.
+
+        A 0/1 mask may be a boolean temporary (cheaper) only where the caller says so
+        (`mask_ok`): as a factor of a product, an operand of max/min or a comparison.
+        Elsewhere NumPy has no boolean loop (`np.sign`, `np.negative`), adds two as a
+        logical or, or picks its float16 loop (`np.exp` of a boolean)."""
+        if mask_ok and _is_mask(e) and self.klass(e) == "full":
             bt = self.btemp()
             self._compare(e.args[0][1], bt, None)
             return bt
@@ -227,7 +233,7 @@ class Emitter:
             acc = "0.0" if op == "np.add" else "1.0"
             rest = terms
         else:
-            acc = self.operand(first, inner)
+            acc = self.operand(first, inner, mask_ok=op in _MASK_OPS)
         if not rest:
             if acc != dest:
                 self.lines.append(f"np.copyto({dest}, {acc})")
@@ -243,7 +249,8 @@ class Emitter:
             if op in ("np.maximum", "np.minimum") and t.is_Number:  # see the class docstring
                 b = self.fill(_number(t))
             else:
-                b = self.operand(t, inner if (inner is not None and not acc_reg) else None)
+                b = self.operand(t, inner if (inner is not None and not acc_reg) else None,
+                                 mask_ok=op in _MASK_OPS)
             self.lines.append(f"{inv_op if inv else op}({acc}, {b}, out={target})")
             self.release_if(b, target)
             if acc != target:
@@ -312,8 +319,8 @@ class Emitter:
 
     def _compare(self, e, dest, inner):
         op = _CMP[e.rel_op]
-        a = self.operand(e.lhs, None)
-        b = self.operand(e.rhs, None)
+        a = self.operand(e.lhs, None, mask_ok=True)
+        b = self.operand(e.rhs, None, mask_ok=True)
         self.lines.append(f"{op}({a}, {b}, out={dest})")
         self.release(a)
         self.release(b)
@@ -332,7 +339,7 @@ class Emitter:
             # v * (cond): the mask in a boolean temporary
             bt = self.btemp()
             self._compare(cond, bt, None)
-            a = self.operand(v, inner)
+            a = self.operand(v, inner, mask_ok=True)
             self.lines.append(f"np.multiply({a}, {bt}, out={dest})")
             self.release(bt)
             self.release_if(a, dest)
