@@ -40,6 +40,9 @@ def xor_network(exact: bool = True, seed: int = 0):
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])
+#: added to lecture 001's exact weights for the drawings: off the minimum, away from ReLU kinks
+PERTURBATION = {"W": np.array([[0.1, -0.2], [0.05, 0.1]]), "b": np.array([0.05, 0.1]),
+                "w": np.array([[0.1], [-0.1]])}
 
 
 def _rule(title: str) -> None:
@@ -76,6 +79,17 @@ def demo(out_dir: str = "out", draw: bool = True) -> int:
     print(f"  final loss {hist.loss[-1]:.3g}; predictions "
           f"{np.array2string(trained.ravel(), precision=3)}; rounded {np.round(trained.ravel()).astype(int)}")
 
+    # at the exact solution the loss is a minimum: every gradient is exactly zero, which
+    # teaches nothing about how gradients flow; draw and step at a perturbed point
+    _rule("a perturbed point, to watch gradients flow (the exact weights give all zeros)")
+    for name, delta in PERTURBATION.items():
+        g.values[name] = g.values[name] + delta
+        print(f"  {name} = {np.array2string(g.values[name], precision=3)}")
+    values = step(x=XOR_X, y=XOR_Y)
+    print(f"  loss = {values[0]:.4g}")
+    for p, gv in zip(params, values[1:]):
+        print(f"  d loss / d {p.name} = {np.array2string(gv, precision=4)}")
+
     if draw:
         os.makedirs(out_dir, exist_ok=True)
         import viz  # lazily: only the drawing commands need it
@@ -100,10 +114,22 @@ def _load_feeds(path: str | None) -> dict | None:
         return {k: f[k] for k in f.files}
 
 
+def _load(path: str):
+    """A graphnn model file, or an ONNX model (by its .onnx suffix)."""
+    if str(path).lower().endswith(".onnx"):
+        return gn.from_onnx(path)
+    return gn.load(path)
+
+
 def _pick_loss(g, name: str | None):
     if name:
         return g[name]
     scalars = [n for n in g.nodes if n.shape == () and not n.is_leaf]
+    if not scalars and getattr(g, "outputs", None):  # an imported model: no loss of its own
+        from .onnx_import import probe_loss
+        print("graphnn: the model has no loss: differentiating half the mean square of its "
+              "outputs (name one with --loss)", file=sys.stderr)
+        return probe_loss(g)
     if not scalars:
         raise gn.GraphError("no scalar node in the model to differentiate; pass --loss NAME")
     return scalars[-1]
@@ -127,13 +153,13 @@ def _random_feeds(g, batch: int = 2, seed: int = 0) -> dict:
 
 
 def cmd_print(args) -> int:
-    print(gn.load(args.model))
+    print(_load(args.model))
     return 0
 
 
 def cmd_draw(args) -> int:
     import viz
-    g = gn.load(args.model)
+    g = _load(args.model)
     feeds = _load_feeds(args.feeds)
     target = _pick_loss(g, args.loss) if args.grad else g
     d = viz.draw(target, grads=args.grad, feeds=feeds)
@@ -148,7 +174,7 @@ def cmd_draw(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    g = gn.load(args.model)
+    g = _load(args.model)
     if args.outputs and not args.grad:
         outs = _outputs(g, args.outputs)
         what = "outputs " + ", ".join(n.name for n in outs)
@@ -174,7 +200,7 @@ def cmd_compile(args) -> int:
 
 def cmd_teach(args) -> int:
     import viz
-    g = gn.load(args.model)
+    g = _load(args.model)
     loss = _pick_loss(g, args.loss)
     feeds = _load_feeds(args.feeds)
     if feeds is None:

@@ -358,3 +358,37 @@ def test_cli_draw_png_without_dot_is_a_clear_message(tmp_path, capsys, monkeypat
     assert main(["draw", str(m), "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and ".svg" in err and "dot" in err
+
+
+# -- 5: zero is not vanishing; kinks are not failures; the demo teaches off the minimum ----------
+
+def _xor_exact():
+    from graphnn.cli import XOR_X, XOR_Y, xor_network
+    g, out, loss = xor_network(exact=True)
+    return g, loss, {"x": XOR_X, "y": XOR_Y}
+
+
+def test_exactly_zero_gradients_are_labelled_zero_not_vanishing():
+    import viz
+    g, loss, feeds = _xor_exact()
+    d = viz.draw(loss, grads=True, feeds=feeds, style="overlay")
+    assert "vanishing" not in d.source.split("cluster_legend")[0]
+    assert "zero" in d.source and not d.graphnn.flags
+
+
+def test_check_gradients_reports_relu_kinks_as_such():
+    g, loss, feeds = _xor_exact()
+    report = gn.check_gradients(loss, feeds)
+    assert report.ok and not report.failed()
+    kinks = [r for r in report.rows if r.at_kink]
+    assert kinks and all("relu" in r.notes["kink"] for r in kinks)
+    assert "at a kink" in str(report) and "0 failed" in str(report)
+
+
+def test_demo_shows_gradients_at_a_perturbed_point(tmp_path, capsys):
+    from graphnn.cli import main
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "perturbed point" in out
+    svg = (tmp_path / "xor.svg").read_text()
+    assert "vanishing" not in svg.split('id="legend"')[0]

@@ -156,7 +156,7 @@ def test_width_and_colour_scale():
     assert flow.width(1e-12) == 0.5 and flow.width(float("inf")) == 7.0
     assert flow.width(1e-2) < flow.width(1.0) < flow.width(10.0)
     assert flow.colour(1e-9) == "#3b4cc0" and flow.colour(1e9) == "#b40426"
-    assert flow.classify(0.0) == "vanishing" and flow.classify(float("nan")) == "non-finite"
+    assert flow.classify(0.0) == "zero" and flow.classify(1e-12) == "vanishing" and flow.classify(float("nan")) == "non-finite"
 
 
 class _Row:

@@ -430,7 +430,11 @@ def _edge(d, a, b, base, norm, u, v, k, style, info, vanishing, exploding, label
         attrs["color"] = flow.colour(norm, vanishing, exploding)
         tip += f"\ngradient flowing back along this edge: |g| = {norm:.4g}"
         kind = flow.classify(norm, vanishing, exploding)
-        if kind is not None:
+        if kind == "zero":
+            attrs["style"] = "dotted"
+            attrs["color"] = "#9e9e9e"
+            labels.append("zero")
+        elif kind is not None:
             info.flags.append(flow.Flag(kind, u.name, v.name, k, norm))
             attrs["style"] = "dotted" if kind == "vanishing" else "bold"
             if kind != "vanishing":

@@ -108,6 +108,8 @@ def colour(n: float, vanishing: float = VANISHING, exploding: float = EXPLODING)
 def classify(n: float, vanishing: float = VANISHING, exploding: float = EXPLODING) -> str | None:
     if not math.isfinite(n):
         return "non-finite"
+    if n == 0:
+        return "zero"          # exactly zero (a minimum, a dead ReLU): not a vanishing gradient
     if n < vanishing:
         return "vanishing"
     if n > exploding:
@@ -118,7 +120,7 @@ def classify(n: float, vanishing: float = VANISHING, exploding: float = EXPLODIN
 @dataclass
 class Flag:
     """An edge whose gradient norm is below the vanishing or above the exploding threshold."""
-    kind: str       # "vanishing", "exploding" or "non-finite"
+    kind: str       # "vanishing", "exploding" or "non-finite" ("zero" edges are labelled, not flagged)
     src: str
     dst: str
     position: int

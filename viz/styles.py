@@ -62,7 +62,8 @@ def add_legend(d, kinds: set, grads: bool, vanishing: float, exploding: float,
         lines += [
             f"Edge width: log10 |gradient| along the edge: thin at {vanishing:g}, thick at {exploding:g}.",
             "Edge colour: blue (small), green, orange, red (large) |gradient|.",
-            f"Dotted, 'vanishing': |g| < {vanishing:g}.   Bold red, 'exploding': |g| > {exploding:g}.",
+            f"Dotted, 'vanishing': 0 < |g| < {vanishing:g}.   Bold red, 'exploding': |g| > {exploding:g}.",
+            "Grey dotted, 'zero': the gradient is exactly 0 (a minimum, or a ReLU that is off).",
         ]
     if "group" in kinds or "folded" in kinds:
         lines.append("Edges between collapsed boxes carry tensor shapes.")
