@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, GraphnnError
+from .errors import FormatError, GraphError, GraphnnError
 from .graph import Graph, Node
 
 MAX_ELEMENTS = 1 << 28      # any one tensor (initializer, constant, input) at most this big
@@ -357,3 +357,23 @@ def from_onnx(model, trainable: bool = True, name: str | None = None) -> Graph:
     if isinstance(model, (str, os.PathLike)):
         base_dir = os.path.dirname(os.path.abspath(os.fspath(model)))
     return Importer(load_model(model), trainable=trainable, name=name, base_dir=base_dir).run()
+
+
+def probe_loss(g: Graph) -> Node:
+    """A scalar to differentiate an imported model by, which has outputs but no loss:
+    half the mean square of its float outputs, summed (scope "loss"). The command
+    line's `draw --grad` and `teach` use it when no --loss is named."""
+    from .ops import api
+    outs = [o for o in getattr(g, "outputs", []) if o.dtype.kind == "f"]
+    if not outs:
+        raise GraphError(f"graph {g.name!r} has no float outputs to build a loss from")
+    with g.provenance(scope="loss"):
+        total = None
+        for o in outs:
+            term = api.mean(o * o)
+            total = term if total is None else total + term
+        loss = total * 0.5
+    name = "loss"
+    while name in g:
+        name += "_"
+    return loss.named(name)
