@@ -392,3 +392,35 @@ def test_demo_shows_gradients_at_a_perturbed_point(tmp_path, capsys):
     assert "perturbed point" in out
     svg = (tmp_path / "xor.svg").read_text()
     assert "vanishing" not in svg.split('id="legend"')[0]
+
+
+# -- 6: folding never hides a spread of orders of magnitude ----------------------------------------
+
+def test_folded_blocks_show_their_gradient_range():
+    import re
+    import viz
+    g, loss = viz.plots.deep_mlp("sigmoid", depth=10, width=8, seed=0)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.normal(size=(16, 4)), "y": rng.normal(size=(16, 1))}
+    d = viz.draw(loss, grads=True, feeds=feeds, style="overlay", depth=0)
+    ranges = re.findall(r"per block: ([0-9.e+-]+) \.\. ([0-9.e+-]+)", d.source)
+    assert ranges
+    lo, hi = (float(v) for v in ranges[0])
+    assert hi / lo > 100                       # the spread the mean alone hid
+
+
+# -- 11: depth=1 draws one box per layer ---------------------------------------------------------
+
+def test_depth_one_draws_one_box_per_layer_layernorm_included():
+    import viz
+    g, J = _attention_block()
+    d = viz.draw(J, depth=1)
+    src = d.source
+    assert 'label="ln1\\n' in src and 'label="attn1\\n' in src
+    assert d.graphnn.boxes < 10
+    # inside a container, depth=1 keeps the container as a cluster around its layers' boxes
+    g2 = gn.Graph("seq")
+    x = g2.input("x", (None, 4))
+    out = gn.nn.Sequential(gn.nn.Linear(4, activation="relu"), gn.nn.LayerNorm(), gn.nn.Linear(1))(x)
+    d2 = viz.draw(out, depth=1)
+    assert "label=seq" in d2.source and 'label="ln1\\n' in d2.source

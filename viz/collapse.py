@@ -1,7 +1,10 @@
 """Which drawn unit each node belongs to: itself, its collapsed scope, a folded run, or a chunk.
 
 `depth=k` keeps k levels of scope clusters and collapses every node whose
-scope is deeper into one unit per scope prefix of length k+1. Consecutive
+scope is deeper into one unit per scope prefix of length k+1. A layer with no
+sub-layers (a scope no other scope sits in, e.g. a LayerNorm) at level k is
+one box too: `depth=1` draws one box per layer, the containers (Residual,
+Sequential) as clusters around them. Consecutive
 collapsed scopes that are structurally identical (same ops, attributes,
 shapes and wiring) and feed one another fold into one unit marked "x N".
 All of it is linear in the number of nodes (loops over topological order).
@@ -50,19 +53,32 @@ def _signature(members: list[Node]) -> tuple:
     return tuple(sig)
 
 
+def _leaf_scopes(nodes: list[Node]) -> set[str]:
+    """Scopes with no other scope inside them (layers without sub-layers)."""
+    scopes = {n.scope for n in nodes if n.scope}
+    inner = set()
+    for s in scopes:
+        parts = s.split("/")
+        inner.update("/".join(parts[:k]) for k in range(1, len(parts)))
+    return scopes - inner
+
+
 def plan(nodes: list[Node], depth: int | None, fold: bool = True) -> Plan:
     unit_of: dict[int, Unit] = {}
     units: dict[tuple, Unit] = {}
     single = 0
+    leaves = _leaf_scopes(nodes) if depth else set()
     for n in nodes:
         parts = _parts(n)
-        if depth is None or len(parts) <= depth:
+        if depth is None or len(parts) < depth or \
+                (len(parts) == depth and n.scope not in leaves):
             single += 1
             continue
-        key = (n.role, "/".join(parts[:depth + 1]))
+        cut = depth + 1 if len(parts) > depth else depth    # a leaf layer at level k: one box
+        key = (n.role, "/".join(parts[:cut]))
         u = units.get(key)
         if u is None:
-            u = units[key] = Unit(key, key[1], cluster=tuple(parts[:depth]), role=n.role)
+            u = units[key] = Unit(key, key[1], cluster=tuple(parts[:cut - 1]), role=n.role)
         u.members.append(n)
         unit_of[id(n)] = u
     ordered = list(units.values())  # dict order = order of first member = topological
