@@ -424,3 +424,25 @@ def test_depth_one_draws_one_box_per_layer_layernorm_included():
     out = gn.nn.Sequential(gn.nn.Linear(4, activation="relu"), gn.nn.LayerNorm(), gn.nn.Linear(1))(x)
     d2 = viz.draw(out, depth=1)
     assert "label=seq" in d2.source and 'label="ln1\\n' in d2.source
+
+
+# -- new view: gradient flow over epochs -----------------------------------------------------------
+
+def test_trainer_records_layer_gradient_norms_and_plot_draws_them():
+    from viz import plots
+    g, loss = plots.deep_mlp("sigmoid", depth=6, width=8, seed=0)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(64, 4)), "y": rng.normal(size=(64, 1))}
+    tr = gn.Trainer(loss, optimizer=gn.optim.SGD(lr=0.1))
+    tr.fit(data, epochs=5, batch_size=16, record_gradients=True)
+    assert tr.gradient_epochs == [1, 2, 3, 4, 5]
+    assert list(tr.gradient_norms) == [f"layer{i}" for i in range(1, 7)]
+    first, last = tr.gradient_norms["layer1"][-1], tr.gradient_norms["layer6"][-1]
+    assert first < last / 10                     # vanishing towards the first layers (sigmoid)
+    # the numbers are the gradients of the objective at the epoch's end
+    dW = gn.compile(gn.grad(loss, [g["W1"], g["b1"]]))(**data)
+    np.testing.assert_allclose(first, np.sqrt(sum(np.sum(d ** 2) for d in dW)), rtol=1e-10)
+    fig = plots.gradient_norms(tr)
+    assert len(fig.axes[0].lines) == 6 and fig._repr_png_()[:4] == b"\x89PNG"
+    with pytest.raises(gn.GraphError):
+        plots.gradient_norms(gn.Trainer(loss))

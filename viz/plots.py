@@ -308,3 +308,39 @@ def vanishing_gradient_comparison(depth: int = 20, width: int = 8, batch: int = 
     fig.suptitle("Vanishing gradient (lecture 004): mean |dL/dW| per layer")
     fig.graphnn_layers = out
     return fig
+
+
+# -- gradient flow over epochs ------------------------------------------------------------------
+
+def gradient_norms(trainer_or_norms, epochs: Sequence[int] | None = None,
+                   title: str | None = None) -> Figure:
+    """Per-layer gradient norms over training (lecture 004's vanishing gradient on a real run).
+
+    `trainer_or_norms`: a Trainer fitted with `fit(..., record_gradients=True)`, or a dict
+    layer -> list of norms (then `epochs` gives the x values). One line per layer on a log
+    scale, first layer darkest; the numbers are on `fig.graphnn_norms`."""
+    if isinstance(trainer_or_norms, Mapping):
+        norms = dict(trainer_or_norms)
+        xs = list(epochs) if epochs is not None else None
+    else:
+        norms = dict(getattr(trainer_or_norms, "gradient_norms", {}) or {})
+        xs = list(getattr(trainer_or_norms, "gradient_epochs", []))
+    if not norms or not any(len(v) for v in norms.values()):
+        raise GraphError("gradient_norms: nothing recorded; train with "
+                         "trainer.fit(..., record_gradients=True)")
+    fig = TeachingFigure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    import matplotlib
+    cmap = matplotlib.colormaps["viridis"]
+    k = len(norms)
+    for i, (layer, vals) in enumerate(norms.items()):
+        x = xs if xs is not None and len(xs) == len(vals) else list(range(1, len(vals) + 1))
+        ax.plot(x, np.maximum(np.asarray(vals, dtype=float), 1e-300), label=layer,
+                color=cmap(0.9 * i / max(1, k - 1)), lw=1.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("||dJ/dparams|| of the layer")
+    ax.set_title(title or "gradient flow over epochs (one line per layer)")
+    ax.legend(fontsize=7, ncol=2 if k > 8 else 1)
+    fig.graphnn_norms = norms
+    return fig

@@ -267,6 +267,9 @@ class Trainer:
         self.history = History()
         self.early_stopping: EarlyStopping | None = None
         self._es_pending: tuple[dict, dict] | None = None
+        #: per-layer gradient norms at each epoch's end (fit(record_gradients=True))
+        self.gradient_norms: dict[str, list[float]] = {}
+        self.gradient_epochs: list[int] = []
 
     # -- introspection -------------------------------------------------------------------------
     @property
@@ -444,14 +447,18 @@ class Trainer:
             shuffle: bool = True, seed: int | None = 0, validation: Mapping | None = None,
             early_stopping: EarlyStopping | None = None, verbose: bool = True,
             metrics: Mapping[str, Any] | None = None, drop_last: bool = False,
-            nan_guard: bool = True) -> History:
+            nan_guard: bool = True, record_gradients: bool = False) -> History:
         """Train until `epochs` epochs are completed in total; returns the History.
 
         data / validation: dict input name -> array (samples first). metrics: name ->
         scalar Node (averaged over the epoch's mini-batches, and over the validation set)
         or callable (trainer, data) -> float (evaluated at each epoch's end).
         nan_guard: keep a copy of the previous step's parameters so that a NaN/inf loss
-        can restore the last good ones (one array copy per param per step)."""
+        can restore the last good ones (one array copy per param per step).
+        record_gradients: at each epoch's end, the L2 norm of the objective's gradient per
+        layer (the params of one scope) goes to `trainer.gradient_norms` (layer -> one value
+        per epoch of `trainer.gradient_epochs`), on the training data (its last mini-batch
+        when it has more than 1024 samples): `viz.plots.gradient_norms` draws them."""
         epochs = _pos_int(epochs, "epochs")
         batch_size = _pos_int(batch_size, "batch_size")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -557,6 +564,8 @@ class Trainer:
                                        float("nan"),
                                        f"parameter(s) {bad} became non-finite", undo_last=True)
                     self.epoch = epoch_no
+                    if record_gradients:
+                        self._record_gradient_norms(train if n <= 1024 else batch)
                     h = self.history
                     h.epochs.append(epoch_no)
                     h.lr.append(lr_used)
@@ -596,6 +605,18 @@ class Trainer:
             finally:
                 bar.close()
         return self.history
+
+    def _record_gradient_norms(self, data: Mapping[str, np.ndarray]) -> None:
+        """Append each layer's |dJ/dparams| (L2 over the layer's params) on `data`."""
+        prog = self._program("grads", tuple(self.grads))
+        res = prog.fn(*self._args(self._plan(prog), data))
+        per: dict[str, float] = {}
+        for p, gval in zip(self.params, res):
+            layer = p.scope or p.name
+            per[layer] = per.get(layer, 0.0) + float(np.sum(np.square(np.asarray(gval, dtype=np.float64))))
+        for layer, s in per.items():
+            self.gradient_norms.setdefault(layer, []).append(math.sqrt(s))
+        self.gradient_epochs.append(self.epoch)
 
     def _diverged(self, backups, tracked, fit_start: int, epoch: int, step: int, value: float,
                   why: str, undo_last: bool = False):
