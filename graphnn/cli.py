@@ -162,7 +162,7 @@ def cmd_draw(args) -> int:
     g = _load(args.model)
     feeds = _load_feeds(args.feeds)
     target = _pick_loss(g, args.loss) if args.grad else g
-    d = viz.draw(target, grads=args.grad, feeds=feeds)
+    d = viz.draw(target, grads=args.grad, feeds=feeds, depth=args.depth)
     try:
         viz.render(d, args.output)
     except viz.RenderError as e:
@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--grad", action="store_true", help="add the reverse-mode graph")
     dr.add_argument("--loss", help="scalar node to differentiate (default: last scalar)")
     dr.add_argument("--feeds", help=".npz of input values (shows values and gradients)")
+    dr.add_argument("--depth", type=int, default=None,
+                    help="keep this many levels of scopes (modules), collapse the rest "
+                         "(0: one box per module)")
     dr.add_argument("-o", "--output", required=True)
 
     c = sub.add_parser("compile", help="write a standalone program")

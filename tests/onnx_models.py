@@ -1,63 +1,9 @@
-"""Small torch models the ONNX tests (and examples/onnx_models.py) export: an MLP, a
-LeNet-style CNN with batch norm and pooling, a transformer encoder layer."""
-from __future__ import annotations
+"""The torch models of examples/onnx_models.py (one definition), for the ONNX tests."""
+import importlib.util
+from pathlib import Path
 
-import torch
-
-
-class MLP(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(4, 16)
-        self.fc2 = torch.nn.Linear(16, 3)
-
-    def forward(self, x):
-        return torch.log_softmax(self.fc2(torch.tanh(self.fc1(x))), dim=-1)
-
-
-class LeNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.bn1 = torch.nn.BatchNorm2d(4)
-        self.pool = torch.nn.MaxPool2d(2)
-        self.conv2 = torch.nn.Conv2d(4, 6, 3)
-        self.fc = torch.nn.Linear(6 * 2 * 2, 5)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = torch.nn.functional.avg_pool2d(torch.relu(self.conv2(x)), 2)
-        return self.fc(x.flatten(1))
-
-
-def encoder_layer():
-    layer = torch.nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0,
-                                             batch_first=True)
-    with torch.no_grad():  # distinct values: the exporter shares equal initializers
-        for p in (layer.norm1.weight, layer.norm1.bias, layer.norm2.weight, layer.norm2.bias):
-            p.add_(torch.randn_like(p) * 0.1)
-    return layer
-
-
-def models(seed: int = 0):
-    """name -> (module in eval mode, example input, dynamic batch?)."""
-    torch.manual_seed(seed)
-    lenet = LeNet()
-    with torch.no_grad():  # non-trivial batch-norm statistics
-        lenet.bn1.running_mean.uniform_(-0.5, 0.5)
-        lenet.bn1.running_var.uniform_(0.5, 2.0)
-    return {
-        "mlp": (MLP().eval(), torch.randn(3, 4), True),
-        "lenet": (lenet.eval(), torch.randn(3, 1, 12, 12), True),
-        # multi-head attention reshapes (batch * heads): a fixed batch size
-        "encoder": (encoder_layer().eval(), torch.randn(2, 5, 8), False),
-    }
-
-
-def export(module, x, path, dynamic: bool) -> None:
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}} if dynamic else None,
-                          external_data=False, optimize=False, verbose=False)
+_spec = importlib.util.spec_from_file_location(
+    "graphnn_example_onnx_models", Path(__file__).resolve().parents[1] / "examples" / "onnx_models.py")
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+models, export = _mod.models, _mod.export
