@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 BSTAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test fuzz bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(TSTAMP)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
 		|| echo "note: chromium could not be installed; browser tests will be skipped"; fi
 	$(PY) -m pytest -q -ra
+
+# the fuzz tests (marker `fuzz`) with their large budget: over 10,000 hostile cases
+fuzz: $(TSTAMP)
+	GRAPHNN_FUZZ=large $(PY) -m pytest -q -ra -m fuzz
 
 bench: $(BSTAMP)
 	@# some machines force an older OpenBLAS core (OPENBLAS_CORETYPE, with OPENBLAS_L2_SIZE)

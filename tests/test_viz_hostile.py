@@ -105,3 +105,11 @@ def test_a_single_trap_is_retried_on_a_fresh_instance(monkeypatch):
 def test_render_error_is_still_a_runtime_error():
     assert issubclass(viz.RenderError, RuntimeError)
     assert issubclass(viz.RenderError, gn.GraphnnError)
+
+
+@pytest.mark.parametrize("name", ["a\x1fb", "\x1f", '["adj", "E", "x"]'])
+def test_derivative_symbols_hold_any_name(tmp_path, name):
+    # Deriv joined its parts with \x1f: a name holding one broke the steps page
+    loss, feeds = model(name)
+    viz.steps_html(viz.backprop_steps(loss, feeds=feeds), tmp_path / "b.html")
+    assert (tmp_path / "b.html").stat().st_size > 0

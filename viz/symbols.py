@@ -12,6 +12,7 @@ MathML (`mathml`, rendered natively by browsers: no script, no network).
 """
 from __future__ import annotations
 
+import json
 import re
 from xml.sax.saxutils import escape as xml_escape
 
@@ -63,11 +64,12 @@ class Deriv(sp.Symbol):
     """dE/dname (kind "adj") or the tangent of name (kind "tan"), as one symbol."""
 
     def __new__(cls, kind: str, of: str, name: str):
-        return super().__new__(cls, f"{kind}\x1f{of}\x1f{name}", real=True)
+        # (JSON, not a separator character: node names may hold any character)
+        return super().__new__(cls, json.dumps([kind, of, name]), real=True)
 
     @property
     def parts(self):
-        return tuple(self.name.split("\x1f"))
+        return tuple(json.loads(self.name))
 
 
 def node_symbol(name: str) -> sp.Symbol:
