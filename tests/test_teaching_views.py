@@ -446,3 +446,35 @@ def test_trainer_records_layer_gradient_norms_and_plot_draws_them():
     assert len(fig.axes[0].lines) == 6 and fig._repr_png_()[:4] == b"\x89PNG"
     with pytest.raises(gn.GraphError):
         plots.gradient_norms(gn.Trainer(loss))
+
+
+# -- new view: the neuron-level diagram ------------------------------------------------------------
+
+def test_neuron_view_of_lecture004_network():
+    import viz
+    g, E, feeds = _lecture004()
+    before = _snapshot(g)[0]
+    d = viz.neurons(E, feeds, lr=0.5)
+    assert _snapshot(g)[0] == before                      # looking does not change the graph
+    src = d.source
+    # units as circles named like the op graph, weights on the arrows with value, gradient, update
+    assert src.count("shape=circle") == 2 + 2 + 1
+    assert "w2[0,0] = 0.4" in src and "h[1] = 0.5969" in src
+    l2 = d.graphnn_neurons[1]
+    dW2 = gn.compile(gn.grad(E, [g["w2"]]))(**feeds)[0]
+    np.testing.assert_allclose(l2["dW"], dW2)
+    np.testing.assert_allclose(l2["W_new"], g.values["w2"] - 0.5 * dW2)
+    assert f"dE/dw = {dW2[0, 0]:.4g}" in src and f"-> {l2['W_new'][0, 0]:.4g}" in src
+    assert "<svg" in viz.svg(d)
+
+
+def test_neuron_view_of_an_mlp_and_refusals():
+    import viz
+    g = gn.Graph("m", seed=0)
+    x = g.input("x", (None, 3))
+    out = gn.nn.MLP([4, 2], activation="tanh")(x)
+    d = viz.neurons(out, {"x": np.ones((2, 3))})          # an output: values, no gradients
+    assert d.source.count("shape=circle") == 3 + 4 + 2 and "dE/dw" not in d.source
+    big = gn.nn.MLP([40, 1])(x)
+    with pytest.raises(gn.GraphError, match="at most"):
+        viz.neurons(big.sum(), {"x": np.ones((2, 3))})

@@ -8,7 +8,8 @@ from .flow import Flag, LayerGradients, layer_gradients
 
 __all__ = ["draw", "svg", "render", "RenderError", "has_dot", "DrawInfo", "Flag",
            "layer_gradients", "LayerGradients", "gradient_flow", "draw_check",
-           "backprop_steps", "forward_steps", "steps_html", "plots"]
+           "backprop_steps", "forward_steps", "steps_html", "plots", "neurons",
+           "export_steps"]
 
 
 import importlib as _importlib
@@ -41,6 +42,10 @@ def __getattr__(name):
         return getattr(_importlib.import_module("viz.steps"), name)
     if name == "steps_html":
         return _importlib.import_module("viz.page").steps_html
+    if name == "neurons":
+        return _importlib.import_module("viz.neuron_view").neurons
+    if name == "export_steps":
+        return _importlib.import_module("viz.export").export_steps
     if name == "draw_check":
         return _importlib.import_module("viz.check").draw_check
     raise AttributeError(f"module 'viz' has no attribute {name!r}")
