@@ -78,6 +78,11 @@ class Program:
         self._labels = [(k, depths[n.name]) for k, n in enumerate(args)
                         if n.op == "input" and n.name in depths]
         self.filename = namespace["__file__"]
+        # GPU programs: arrays of the device's module pass as they are, others move there
+        xp = namespace.get("cp")
+        self.device_array = getattr(xp, "ndarray", None) if backend == "cupy" else None
+        self.to_device = xp.asarray if backend == "cupy" else None
+        self.launches = namespace.get("LAUNCHES")  # device calls per step (GPU targets)
         self.numpy_source = None  # set when `source` calls Numba: what save() writes instead
 
     def __repr__(self):
@@ -99,7 +104,9 @@ class Program:
                 v = self.graph.values[node.name]
             else:
                 raise GraphError(f"missing feed {node.name!r} ({node.op}, shape {node.shape})")
-            if type(v) is not np.ndarray or v.dtype is not node.dtype:
+            if (type(v) is not np.ndarray or v.dtype is not node.dtype) and \
+                    not (self.device_array is not None and isinstance(v, self.device_array)
+                         and v.dtype == node.dtype):
                 v = feeds_check.convert(node, v)  # the check Trainer makes: DataError
             if v.ndim != len(node.shape) or any(d is not None and d != s
                                                 for d, s in zip(node.shape, v.shape)):
@@ -117,6 +124,8 @@ class Program:
 
     def __call__(self, **feeds):
         args = self.args_for(feeds)
+        if self.to_device is not None:  # NumPy inputs are copied to the device at each call
+            args = [self.to_device(a) for a in args]
         try:
             out = self.fn(*args)
         except Exception as e:  # point at the node whose line failed
@@ -235,11 +244,15 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     if fast is None:
         fast = bool(ups) and optimize
     key = content_hash(fn, backend + (f"-fast-{kernels}" if fast else ""), name or "")
-    if backend != "numpy":
-        raise GraphError(f"backend {backend!r} is not implemented yet in this version "
-                         "(the GPU targets are planned work); use backend='numpy'")
+    if backend == "cuda":
+        raise GraphError("backend 'cuda' (standalone CUDA programs) is not implemented yet "
+                         "in this version; use backend='numpy' or 'cupy'")
     from .numpy_backend import NumPyPrinter as P
-    if fast:
+    if backend == "cupy":
+        _require_cupy()
+        from .targets.cupy import CupyPrinter as P
+        fast = True
+    elif fast:
         from .fast import FastPrinter as P
     hit = _CACHE.get(key)
     if hit is None:
@@ -264,6 +277,14 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
         pname = name or graph.name
         prog.numpy_source = lambda: P(fn, pname, "numpy").source()[0]
     return prog
+
+
+def _require_cupy() -> None:
+    try:
+        import cupy  # noqa: F401
+    except ImportError as e:
+        raise GraphError("backend 'cupy' needs CuPy: pip install 'graphnn[gpu]' (a CUDA 13 "
+                         f"wheel, cupy-cuda13x) on a machine with an NVIDIA GPU ({e})") from None
 
 
 def _remap(line_nodes, fn):
