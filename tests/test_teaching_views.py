@@ -478,3 +478,42 @@ def test_neuron_view_of_an_mlp_and_refusals():
     big = gn.nn.MLP([40, 1])(x)
     with pytest.raises(gn.GraphError, match="at most"):
         viz.neurons(big.sum(), {"x": np.ones((2, 3))})
+
+
+# -- new view: the page ends with the update; slides per step ----------------------------------
+
+def test_step_page_ends_with_the_update_step(tmp_path):
+    import re
+    import viz
+    g, E, feeds = _lecture004()
+    steps = viz.backprop_steps(E, feeds)
+    html = (tmp_path / "p.html")
+    viz.steps_html(steps, html, lr=0.5)
+    text = html.read_text()
+    sections = re.findall(r'<section class="step[^"]*"', text)
+    assert len(sections) == len(steps) + 1 and sections[-1] == '<section class="step update"'
+    last = text[text.rindex('<section class="step update"'):]
+    dW2 = next(s for s in steps if s.name == "w2").derivative
+    new = g.values["w2"] - 0.5 * dW2
+    assert "&#8592;" in last and f"{new[0, 0]:.4g}" in last
+    assert f'data-node="n{g["b2"].index} ' in last              # every parameter highlighted
+    viz.steps_html(steps, tmp_path / "q.html", lr=None)
+    assert "step update" not in (tmp_path / "q.html").read_text()
+
+
+def test_export_steps_writes_one_picture_and_latex_per_step(tmp_path):
+    import viz
+    g, E, feeds = _lecture004()
+    steps = viz.backprop_steps(E, feeds)
+    paths = viz.export_steps(steps, tmp_path / "slides", lr=0.5)
+    svgs = sorted(p for p in paths if p.endswith(".svg"))
+    texs = [p for p in paths if p.endswith(".tex")]
+    assert len(svgs) == len(steps) and len(texs) == len(steps) + 2
+    first = open(svgs[0]).read()
+    assert first.lstrip().startswith("<?xml") or "<svg" in first
+    assert "#ff0066" in first and "Step 1: E" in first
+    eqs = (tmp_path / "slides" / "equations.tex").read_text()
+    assert eqs.count("\\begin{align*}") == len(steps) + 1 and "\\leftarrow" in eqs
+    assert "bmatrix" in (tmp_path / "slides" / "update.tex").read_text()
+    with pytest.raises(ValueError):
+        viz.export_steps(steps, tmp_path / "x", format="gif")

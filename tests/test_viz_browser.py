@@ -65,7 +65,8 @@ def test_page_steps_through_every_step(browser, tmp_path, model):
     else:
         g, loss, feeds, _ = lecture004_scalar()
     steps = viz.backprop_steps(loss, feeds)
-    path = viz.steps_html(steps, tmp_path / "page.html")
+    # lr=None: one section per step (the closing update step is tested in test_teaching_views)
+    path = viz.steps_html(steps, tmp_path / "page.html", lr=None)
     browser.get(f"file://{path}")
     n = len(steps)
     ids = [f"n{s.node.index}" for s in steps]

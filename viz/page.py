@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import sympy as sp
 
+from . import evaluate as ev
 from . import symbols as S
 from .escape import html_text as h
 
@@ -47,7 +49,12 @@ _JS = """
     steps.forEach(function (s, j) { s.hidden = (j !== current); });
     Array.prototype.forEach.call(document.querySelectorAll('g.node.current'),
       function (el) { el.classList.remove('current'); });
-    var el = document.getElementById(steps[current].getAttribute('data-node'));
+    var ids = (steps[current].getAttribute('data-node') || '').split(' ').filter(Boolean);
+    ids.slice(1).forEach(function (id) {
+      var other = document.getElementById(id);
+      if (other) { other.classList.add('current'); }
+    });
+    var el = ids.length ? document.getElementById(ids[0]) : null;
     if (el) {
       el.classList.add('current');
       // bring the highlighted node into view in the graph pane (not the whole page)
@@ -112,18 +119,15 @@ def _step_section(step, hidden: bool) -> str:
            f'{" hidden" if hidden else ""}>',
            _heading(step),
            f'<div class="eq chain">{_chain_mathml(step)}</div>']
-    latex = [step.chain_latex()]
     if step.expr is not None:
         e = sp.factor_terms(step.expr)
         out.append(f'<div class="eq expr">{_math("<mrow><mo>=</mo>" + S.mathml(e) + "</mrow>")}</div>')
-        latex.append("= " + S.latex(e))
     if step.expanded is not None:
         e = sp.factor_terms(step.expanded)
         out.append(f'<div class="eq expanded">{_math("<mrow><mo>=</mo>" + S.mathml(e) + "</mrow>")}</div>')
-        latex.append("= " + S.latex(e))
     if step.terms:
         out.append("<p>Local derivatives:</p>")
-    for t, line in zip(step.terms, step.local_lines()):
+    for t in step.terms:
         c, n = ((t.consumer.name, step.node.name) if step.kind == "backward"
                 else (step.node.name, step.node.inputs[t.position].name))
         pieces = [S.mathml(S.Deriv("adj", c, n))]
@@ -139,9 +143,77 @@ def _step_section(step, hidden: bool) -> str:
             body = _math("<mrow>" + pieces[0] + "<mo>:</mo></mrow>", display=False) + \
                 f" <span>{h(t.local.description or '')}</span>"
         out.append(f'<div class="local">{body}</div>')
-        latex.append(line)
     out.append(f'<pre class="numbers">{h(step.numbers())}</pre>')
+    latex = latex_lines(step)
     out.append(f'<details><summary>LaTeX</summary><pre class="latex">{h(chr(10).join(latex))}</pre></details>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def latex_lines(step) -> list[str]:
+    """The step's equations as LaTeX, one per line (the page's LaTeX box; slides)."""
+    lines = [step.chain_latex()]
+    if step.expr is not None:
+        lines.append("= " + S.latex(sp.factor_terms(step.expr)))
+    if step.expanded is not None:
+        lines.append("= " + S.latex(sp.factor_terms(step.expanded)))
+    return lines + step.local_lines()
+
+
+def update_rows(steps, lr: float) -> list[tuple]:
+    """(param node, value, gradient, value - lr * gradient) for every parameter of the steps."""
+    rows = []
+    for st in steps:
+        if st.kind == "backward" and st.node.op == "param" and st.derivative is not None \
+                and st.value is not None:
+            v = np.asarray(st.value, dtype=np.float64)
+            gv = np.asarray(st.derivative, dtype=np.float64)
+            rows.append((st.node, v, gv, v - lr * gv))
+    return rows
+
+
+def tex_array(v) -> str:
+    """A value as LaTeX: a number, a bmatrix (at most 16 entries), else a labelled summary."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 1:
+        return f"{float(a.reshape(-1)[0]):.4g}"
+    if a.size > ev.SMALL or a.ndim > 2:
+        return r"\text{%s}" % ev.summary(a).replace("_", r"\_")
+    rows = a.reshape(1, -1) if a.ndim == 1 else a
+    body = r" \\ ".join(" & ".join(f"{x:.4g}" for x in row) for row in rows)
+    return r"\begin{bmatrix} %s \end{bmatrix}" % body
+
+
+def update_latex(steps, lr: float) -> list[tuple[str, tuple]]:
+    """(LaTeX `w <- w - alpha dJ/dw = numbers`, row) per parameter."""
+    out = []
+    for row in update_rows(steps, lr):
+        p = row[0]
+        name = S.symbol_latex(p.name)
+        grad = S.latex(S.Deriv("adj", steps.root.name, p.name))
+        out.append((rf"{name} \leftarrow {name} - \alpha\, {grad} = "
+                    rf"{tex_array(row[1])} - {lr:g} \cdot {tex_array(row[2])} = "
+                    rf"{tex_array(row[3])}", row))
+    return out
+
+
+def _update_section(steps, lr: float, index: int, hidden: bool) -> str:
+    """The last step of a backprop page: one gradient-descent update of every parameter."""
+    rows = update_rows(steps, lr)
+    first = " ".join(f"n{r[0].index}" for r in rows)     # every parameter is highlighted
+    out = [f'<section class="step update" data-node="{first}" data-name="update"'
+           f'{" hidden" if hidden else ""}>',
+           f"<h2>Step {index + 1}: update every parameter (gradient descent, "
+           f"&alpha; = {lr:g})</h2>"]
+    alpha = "<mi>&#945;</mi>"
+    for p, v, gv, new in rows:
+        sym = S.mathml(S.node_symbol(p.name))
+        grad = S.mathml(S.Deriv("adj", steps.root.name, p.name))
+        out.append(f'<div class="eq">{_math(f"<mrow>{sym}<mo>&#8592;</mo>{sym}<mo>&#8722;</mo>{alpha}{grad}</mrow>")}</div>')
+        out.append(f'<pre class="numbers">{h(p.name)}: {h(ev.summary(v))} - {lr:g} x '
+                   f'{h(ev.summary(gv))}\n  = {h(ev.summary(new))}</pre>')
+    tex = "\n".join(t for t, _ in update_latex(steps, lr))
+    out.append(f'<details><summary>LaTeX</summary><pre class="latex">{h(tex)}</pre></details>')
     out.append("</section>")
     return "\n".join(out)
 
@@ -151,18 +223,26 @@ def steps_fragment(steps) -> str:
     return "\n".join(_step_section(s, hidden=False) for s in steps)
 
 
-def _graph_svg(steps, max_nodes: int) -> str:
+def graph_dot(steps, max_nodes: int = 120) -> str:
+    """DOT source of the graph the page shows beside the steps (values and gradients)."""
     from .draw import draw
+    return draw(steps.root, feeds=steps.feeds or None, grads=steps.kind == "backward",
+                style="overlay", max_nodes=max_nodes).source
+
+
+def _graph_svg(steps, max_nodes: int) -> str:
     from .render import svg
-    d = draw(steps.root, feeds=steps.feeds or None, grads=steps.kind == "backward", style="overlay",
-             max_nodes=max_nodes)
-    text = svg(d)
+    text = svg(graph_dot(steps, max_nodes))
     start = text.find("<svg")
     return text[start:] if start >= 0 else text
 
 
-def steps_html(steps, path, title: str | None = None, max_nodes: int = 120) -> str:
-    """Write the self-contained stepping page for `steps` to `path`; returns the path."""
+def steps_html(steps, path, title: str | None = None, max_nodes: int = 120,
+               lr: float | None = 0.1) -> str:
+    """Write the self-contained stepping page for `steps` to `path`; returns the path.
+
+    A backprop page ends with the update step w <- w - lr * dJ/dw of every parameter, with
+    numbers (lr=None leaves it out). `viz.export_steps` writes the same steps as slides."""
     if not hasattr(steps, "root"):
         raise TypeError("steps_html: expected the list returned by viz.backprop_steps or "
                         "viz.forward_steps")
@@ -170,6 +250,8 @@ def steps_html(steps, path, title: str | None = None, max_nodes: int = 120) -> s
     title = title or f"{kind} through {steps.root.graph.name}: {steps.root.name}"
     graph = _graph_svg(steps, max_nodes)
     sections = "\n".join(_step_section(s, hidden=i > 0) for i, s in enumerate(steps))
+    if lr is not None and steps.kind == "backward" and update_rows(steps, lr):
+        sections += "\n" + _update_section(steps, lr, len(steps), hidden=len(steps) > 0)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
