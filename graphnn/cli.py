@@ -99,9 +99,12 @@ def demo(out_dir: str = "out", draw: bool = True) -> int:
             f.write(viz.svg(d))
         html_path = os.path.join(out_dir, "xor_backprop.html")
         viz.steps_html(viz.backprop_steps(loss, feeds={"x": XOR_X, "y": XOR_Y}), html_path)
-        _rule("drawings")
+        code_path = os.path.join(out_dir, "xor_step.py")
+        step.save(code_path)  # loss and gradients as a module that imports numpy only
+        _rule("files")
         print(f"  forward + backward graph: {svg_path}")
         print(f"  step-by-step backprop page: {html_path}")
+        print(f"  generated code (loss and gradients, numpy only): {code_path}")
     return 0
 
 
@@ -236,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="lecture 001's XOR: IR, generated code, gradients, training")
-    d.add_argument("--out", default="out", help="folder for the drawings (default: out/)")
-    d.add_argument("--no-draw", action="store_true", help="skip the drawings")
+    d.add_argument("--out", default="out",
+                   help="folder for the drawings, the step page and the generated code (default: out/)")
+    d.add_argument("--no-draw", action="store_true", help="print only: write no files")
 
     pr = sub.add_parser("print", help="print a model file's graph")
     pr.add_argument("model")

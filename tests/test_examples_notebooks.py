@@ -80,3 +80,21 @@ def test_notebook_executes_and_shows_a_picture(path, tmp_path):
     reprs = [o["data"]["text/plain"] for o in outputs
              if set(o.get("data", {})) == {"text/plain"} and "<Figure size" in o["data"]["text/plain"]]
     assert not reprs, f"{path.name}: a figure was shown as text: {reprs[0]}"
+
+
+def test_demo_out_writes_drawings_step_page_and_code(tmp_path, capsys):
+    """`graphnn demo --out DIR`: the drawing, the step page and the generated code, in DIR."""
+    import runpy
+
+    import numpy as np
+
+    from graphnn.cli import XOR_X, XOR_Y, main
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert "<svg" in (out / "xor.svg").read_text(encoding="utf-8")
+    assert "Next" in (out / "xor_backprop.html").read_text(encoding="utf-8")
+    code = (out / "xor_step.py").read_text(encoding="utf-8")
+    assert "import numpy" in code and "import graphnn" not in code
+    loss, *grads = runpy.run_path(str(out / "xor_step.py"))["run"](x=XOR_X, y=XOR_Y)
+    assert loss > 0 and any(np.any(gv != 0) for gv in grads)  # saved off the minimum
+    assert str(out / "xor_step.py") in capsys.readouterr().out
