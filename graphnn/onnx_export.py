@@ -4,7 +4,7 @@ Element-wise ops, their derivatives included, are written from their one SymPy
 expression (the same one the NumPy and CUDA printers use), so every element-wise
 op graphnn has or derives exports without a table of its own; the other registry
 ops map onto ONNX ops one by one (`_EXPORTERS`). Params become initializers,
-constants initializers, inputs graph inputs whose batch axis is the symbolic
+constants `Constant` nodes (so importers keep them constant), inputs graph inputs whose batch axis is the symbolic
 dimension "batch". With `gradients=...` the model also outputs the gradient graph
 (reverse mode, built by `gn.grad`) of its first, scalar output.
 """
@@ -59,9 +59,15 @@ class _Writer:
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key not in self.consts:
             name = self.fresh("const")
-            self.inits.append(self.numpy_helper.from_array(arr, name))
+            self.constant(arr, name)
             self.consts[key] = name
         return self.consts[key]
+
+    def constant(self, arr, name: str) -> None:
+        """A Constant node (not an initializer: importers keep initializers trainable)."""
+        self.nodes.append(self.helper.make_node(
+            "Constant", [], [name], name=self.fresh(f"/{name}/Constant"),
+            value=self.numpy_helper.from_array(np.asarray(arr), name)))
 
     def ints(self, values) -> str:
         return self.const(np.asarray(list(values), dtype=np.int64), np.int64)
@@ -309,14 +315,27 @@ def _conv2d_grad_input(w, n, ins, out):
 
 
 def _conv2d_grad_weight(w, n, ins, out):
+    """sum over the batch and positions of g * (the strided slice of x under each kernel
+    offset): one batched MatMul per offset (no batch axis moved into a channel axis, so
+    the file imports back)."""
     x, g = n.inputs
     (sh, sw), (ph, pw) = n.attrs["stride"], n.attrs["padding"]
     kh, kw = n.attrs["kernel"]
-    xt = w.add("Transpose", [ins[0]], perm=[1, 0, 2, 3])    # (C, N, H, W)
-    gt = w.add("Transpose", [ins[1]], perm=[1, 0, 2, 3])    # (O, N, OH, OW)
-    y = w.add("Conv", [xt, gt], dilations=[sh, sw], pads=[ph, pw, ph, pw])  # (C, O, >=KH, >=KW)
-    y = w.add("Slice", [y, w.ints([0, 0]), w.ints([kh, kw]), w.ints([2, 3])])
-    w.add("Transpose", [y], out, perm=[1, 0, 2, 3])
+    oh, ow = g.shape[2], g.shape[3]
+    o, c = g.shape[1], x.shape[1]
+    xp = w.add("Pad", [ins[0], w.ints([0, 0, ph, pw, 0, 0, ph, pw])]) if ph or pw else ins[0]
+    gm = w.add("Reshape", [ins[1], w.ints([-1, o, oh * ow])])                  # (N, O, P)
+    parts = []
+    for i in range(kh):
+        for j in range(kw):
+            sl = w.add("Slice", [xp, w.ints([i, j]), w.ints([i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1]),
+                                 w.ints([2, 3]), w.ints([sh, sw])])             # (N, C, OH, OW)
+            xm = w.add("Transpose", [w.add("Reshape", [sl, w.ints([-1, c, oh * ow])])],
+                       perm=[0, 2, 1])                                         # (N, P, C)
+            prod = w.add("ReduceSum", [w.add("MatMul", [gm, xm]), w.ints([0])], keepdims=0)
+            parts.append(w.add("Unsqueeze", [prod, w.ints([2])]))              # (O, C, 1)
+    cat = parts[0] if len(parts) == 1 else w.add("Concat", parts, axis=2)
+    w.add("Reshape", [cat, w.ints([o, c, kh, kw])], out)
 
 
 def _windows(w, n, ins, out):
@@ -467,7 +486,7 @@ def to_onnx(graph_or_outputs, path=None, gradients=False, name: str | None = Non
         elif n.op == "param":
             w.inits.append(w.numpy_helper.from_array(np.asarray(g.values[n.name], n.dtype), n.name))
         elif n.op == "const":
-            w.inits.append(w.numpy_helper.from_array(np.asarray(n.value), n.name))
+            w.constant(n.value, n.name)
         else:
             ins = [i.name for i in n.inputs]
             if get_op(n.op).elementwise is not None:

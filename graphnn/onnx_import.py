@@ -69,6 +69,18 @@ class _Batch:
 
 BATCH = _Batch()
 
+
+class BatchTimes:
+    """k * the batch size: a folded element count that involves the batch axis (what
+    `ReduceProd(Shape(x))` gives); it becomes a node only when cast to a float."""
+    __slots__ = ("k",)
+
+    def __init__(self, k: int):
+        self.k = int(k)
+
+    def __repr__(self):
+        return f"{self.k}*BATCH"
+
 _ONNX_DTYPES = {1: "float32", 11: "float64", 7: "int64", 6: "int32", 9: "bool"}
 
 
@@ -152,8 +164,9 @@ class Importer:
         if n > MAX_ELEMENTS:
             raise FormatError(f"tensor {_short(tensor.name)!r} has {n} elements (limit {MAX_ELEMENTS})")
         if tensor.data_type not in _ONNX_DTYPES:
-            raise FormatError(f"tensor {_short(tensor.name)!r}: ONNX element type {tensor.data_type} "
-                              f"is not supported (graphnn computes in {sorted(set(_ONNX_DTYPES.values()))})")
+            raise FormatError(f"tensor {_short(tensor.name)!r}: ONNX element type "
+                              f"{_type_name(tensor.data_type)} is not supported (graphnn computes "
+                              f"in {sorted(set(_ONNX_DTYPES.values()))})")
         try:
             arr = onnx.numpy_helper.to_array(tensor, base_dir=self.base_dir if external else "")
         except Exception as e:
@@ -183,6 +196,13 @@ class Importer:
         if offset < 0 or offset > size or length > size - offset:
             raise FormatError(f"{where}: offset {offset} and length {length} fall outside the "
                               f"file ({size} bytes)")
+
+    def batch_ref(self) -> Node:
+        """A node with the batch axis (every batch axis of a program has one size)."""
+        for n in self.g.inputs:
+            if None in n.shape:
+                return n
+        raise self.error("a batch dimension is used but no input has one")
 
     def node_of(self, v, like: Node | None = None) -> Node:
         """A value as a Node (folded arrays become constants)."""
@@ -297,8 +317,8 @@ class Importer:
         if tt is None:
             raise FormatError(f"input {_short(vi.name)!r} is not a tensor")
         if tt.elem_type not in _ONNX_DTYPES:
-            raise FormatError(f"input {_short(vi.name)!r}: ONNX element type {tt.elem_type} "
-                              f"is not supported")
+            raise FormatError(f"input {_short(vi.name)!r}: ONNX element type "
+                              f"{_type_name(tt.elem_type)} is not supported")
         if not tt.HasField("shape"):
             raise FormatError(f"input {_short(vi.name)!r} has no shape; graphnn needs ranks "
                               f"and fixed sizes (the batch axis may be symbolic)")
@@ -315,6 +335,13 @@ class Importer:
                                   f"{_short(d.dim_param)!r} at axis {k}; graphnn allows it on "
                                   f"the first (batch) axis only")
         return tuple(shape), _ONNX_DTYPES[tt.elem_type]
+
+
+def _type_name(code: int) -> str:
+    try:
+        return _onnx().TensorProto.DataType.Name(code)
+    except ValueError:
+        return str(code)
 
 
 def _short(s: str, n: int = 80) -> str:

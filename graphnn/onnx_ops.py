@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .graph import Node
-from .onnx_import import BATCH
+from .onnx_import import BATCH, BatchTimes
 from .ops import api, pooling
 
 HANDLERS: dict = {}
@@ -197,8 +197,6 @@ def _where(ctx, ins, attrs):
     if _folded(c, a, b):
         return [np.where(np.asarray(c, dtype=bool), a, b)]
     like = _any_node([a, b])
-    if like is None:
-        raise ctx.unsupported("a computed condition choosing between constants")
     return [api.where(ctx.node_of(c), ctx.node_of(a, like), ctx.node_of(b, like))]
 
 
@@ -218,11 +216,18 @@ def _cast(ctx, ins, attrs):
     from .onnx_import import _ONNX_DTYPES
     at = _take(ctx, attrs, {"to": 1, "saturate": 1, "round_mode": "up"})
     if at["to"] not in _ONNX_DTYPES:
-        raise ctx.unsupported(f"cast to ONNX element type {at['to']}")
+        from .onnx_import import _type_name
+        raise ctx.unsupported(f"cast to ONNX element type {_type_name(at['to'])}")
     dt = _ONNX_DTYPES[at["to"]]
     x = ins[0]
     if not isinstance(x, Node):
         arr = np.asarray(x)
+        if arr.dtype == object and arr.size == 1 and isinstance(arr.item(), BatchTimes):
+            if np.dtype(dt).kind != "f":
+                return [arr]
+            # an element count of the batch axis, as a float: a count node
+            n = api.cast(api.count(ctx.batch_ref(), axis=0), dt)
+            return [api.reshape(api.scale(n, arr.item().k), arr.shape)]
         if arr.dtype == object:
             if np.dtype(dt).kind in "iu":
                 return [arr]
@@ -506,10 +511,10 @@ def _expand(ctx, ins, attrs):
     x = ins[0]
     target = _ints(ctx, ins[1], "shape", allow_batch=True)
     if not isinstance(x, Node):
-        if BATCH in target:
-            raise ctx.unsupported("expanding a constant to the batch size")
-        arr = np.asarray(x)
-        return [np.broadcast_to(arr, np.broadcast_shapes(arr.shape, tuple(target))).copy()]
+        if BATCH not in target:
+            arr = np.asarray(x)
+            return [np.broadcast_to(arr, np.broadcast_shapes(arr.shape, tuple(target))).copy()]
+        x = ctx.node_of(x)
     xs = x.shape
     nd = max(len(xs), len(target))
     xs2 = (1,) * (nd - len(xs)) + tuple(xs)
@@ -517,18 +522,31 @@ def _expand(ctx, ins, attrs):
     out = []
     for a, b in zip(xs2, t2):
         if a is None or b is BATCH:
-            if not (a is None and b in (1, BATCH)):
+            if a not in (None, 1) or b not in (1, BATCH):
                 raise ctx.unsupported(f"expanding {xs} to {target}")
             out.append(None)
         elif a == 1 or b == 1 or a == b:
             out.append(max(a, b))
         else:
             raise ctx.error(f"cannot expand {xs} to {target}")
+    if out.count(None) > 1:
+        raise ctx.unsupported(f"expanding {xs} to {target} (two batch axes)")
     if tuple(out) == tuple(xs):
         return [api.identity(x)]
-    if None in out:
-        raise ctx.unsupported(f"expanding {xs} to {target} along the batch axis")
-    return [api.broadcast_to(api.reshape(x, xs2), tuple(out))]
+    y = api.reshape(x, xs2)
+    if None not in out:
+        return [api.broadcast_to(y, tuple(out))]
+    # to the batch size: broadcast like a zero-valued node of the target shape, made
+    # from any batched node (every batch axis of a program has the one size B)
+    ref = ctx.batch_ref()
+    lead = api.index(ref, (slice(None),) + (0,) * (ref.ndim - 1))  # (B,)
+    b_ax = out.index(None)
+    zeros = api.reshape(api.zeros_like(lead), tuple(None if k == b_ax else 1 for k in range(nd)))
+    fixed = tuple(1 if d is None else d for d in out)
+    if any(d != 1 for d in fixed):
+        zeros = zeros + ctx.g.const(None, np.zeros(fixed, dtype=x.dtype))
+    y = api.broadcast_like(y, zeros)
+    return [y]
 
 
 # -- reductions ------------------------------------------------------------------------------
@@ -784,3 +802,106 @@ def _cast_like(ctx, ins, attrs):
     attrs = dict(attrs)
     attrs["to"] = codes[dt.name]
     return _cast(ctx, ins[:1], attrs)
+
+
+@op("ReduceProd")
+def _reduce_prod(ctx, ins, attrs):
+    """Folded only: element counts (of shapes), the batch size among them."""
+    attrs = dict(attrs)
+    axes = _axes_in(ctx, ins, attrs, 18)
+    at = _take(ctx, attrs, {"keepdims": 1, "noop_with_empty_axes": 0})
+    x = ins[0]
+    if isinstance(x, Node):
+        raise ctx.unsupported("ReduceProd of a computed value (graphnn folds it for shapes only)")
+    arr = np.asarray(x)
+    if arr.dtype != object:
+        if not axes and at["noop_with_empty_axes"]:
+            return [arr]
+        return [np.prod(arr, axis=None if not axes else tuple(axes), keepdims=bool(at["keepdims"]))]
+    if arr.ndim != 1 or (axes and list(axes) not in ([0], [-1])):
+        raise ctx.unsupported("ReduceProd of a batched shape other than a whole 1-d shape")
+    batches = [v for v in arr.tolist() if v is BATCH]
+    k = math.prod(int(v) for v in arr.tolist() if v is not BATCH)
+    if len(batches) != 1:
+        raise ctx.unsupported("ReduceProd over two batch dimensions")
+    out = np.empty((1,) if at["keepdims"] else (), dtype=object)
+    out[...] = BatchTimes(k)
+    return [out]
+
+
+def _zeros(ctx, shape, dtype) -> Node:
+    """A zero-valued node of `shape` (None: the batch axis), for ops that take a shape."""
+    if None not in shape:
+        return ctx.g.const(None, np.zeros(shape, dtype=dtype))
+    ref = ctx.batch_ref()
+    lead = api.index(ref, (slice(None),) + (0,) * (ref.ndim - 1))
+    b_ax = shape.index(None)
+    z = api.reshape(api.cast(api.zeros_like(lead), dtype),
+                    tuple(None if k == b_ax else 1 for k in range(len(shape))))
+    if any(d not in (None, 1) for d in shape):
+        z = z + ctx.g.const(None, np.zeros(tuple(1 if d is None else d for d in shape), dtype))
+    return z
+
+
+@op("ConvTranspose")
+def _conv_transpose(ctx, ins, attrs):
+    """The adjoint of Conv: every input position scatters x * w into the output
+    (a matmul, then windows_adjoint), cropped by the pads."""
+    at = _take(ctx, attrs, {"auto_pad": "NOTSET", "dilations": None, "group": 1,
+                            "kernel_shape": None, "output_padding": None, "output_shape": None,
+                            "pads": None, "strides": None})
+    x, w = _nodes(ctx, ins[:2])
+    k = w.ndim - 2
+    kernel = list(w.shape[2:])
+    groups = at["group"]
+    n, cin = x.shape[0], x.shape[1]
+    if cin != w.shape[0] or cin % groups or x.ndim != k + 2:
+        raise ctx.error(f"x {x.shape} and w {w.shape} do not fit group={groups}")
+    strides = list(at["strides"] or [1] * k)
+    dil = list(at["dilations"] or [1] * k)
+    opad = list(at["output_padding"] or [0] * k)
+    ins_sp = x.shape[2:]
+    if None in ins_sp:
+        raise ctx.unsupported("a batch axis among the spatial axes")
+    full = [(o - 1) * s + (kk - 1) * d + 1 + p for o, s, kk, d, p in zip(ins_sp, strides, kernel, dil, opad)]
+    if at["output_shape"] is not None:
+        want = list(at["output_shape"])[-k:]
+        total = [f - o for f, o in zip(full, want)]  # < 0: zeros added (pads < 0)
+        upper = at["auto_pad"] == "SAME_UPPER"
+        pads = [t // 2 if upper else t - t // 2 for t in total] + \
+               [t - t // 2 if upper else t // 2 for t in total]
+    elif at["auto_pad"] in ("SAME_UPPER", "SAME_LOWER"):
+        total = [f - o * s for f, o, s in zip(full, ins_sp, strides)]
+        upper = at["auto_pad"] == "SAME_UPPER"
+        pads = [t // 2 if upper else t - t // 2 for t in total] + \
+               [t - t // 2 if upper else t // 2 for t in total]
+    elif at["auto_pad"] in ("NOTSET", "VALID", ""):
+        pads = list(at["pads"] or [0] * (2 * k)) if at["auto_pad"] != "VALID" else [0] * (2 * k)
+    else:
+        raise ctx.unsupported(f"auto_pad={at['auto_pad']!r}")
+    if any(p >= s for p, s in zip(opad, strides)) or (at["output_shape"] is None and any(
+            p < 0 for p in pads)):
+        raise ctx.error(f"output_padding {opad} must be < strides {strides}; pads {pads} >= 0")
+    cig, cog, kp = cin // groups, w.shape[1], math.prod(kernel)
+    # (N, Cin, O...) -> (N, O..., G, 1, cig) @ (G, cig, cog * kp) -> (N, O..., G, cog, K...)
+    xt = api.transpose(x, (0,) + tuple(range(2, 2 + k)) + (1,))
+    xt = api.reshape(xt, (n,) + tuple(ins_sp) + (groups, 1, cig))
+    wg = api.reshape(w, (groups, cig, cog * kp))
+    cols = api.reshape(api.matmul(xt, wg), (n,) + tuple(ins_sp) + (groups * cog,) + tuple(kernel))
+    perm = (0, k + 1) + tuple(range(1, k + 1)) + tuple(range(k + 2, 2 * k + 2))
+    cols = api.transpose(cols, perm)                                  # (N, Cout, O..., K...)
+    like = _zeros(ctx, (n, groups * cog) + tuple(full), x.dtype)
+    y = api.apply("windows_adjoint", [cols, like], kernel=tuple(kernel), stride=tuple(strides),
+                  dilation=tuple(dil))
+    if any(p < 0 for p in pads):  # an output_shape beyond the full output: zeros after
+        y = pooling.pad(y, [0, 0] + [max(0, -p) for p in pads[:k]] + [0, 0] +
+                        [max(0, -p) for p in pads[k:]])
+        full = [f + max(0, -b) + max(0, -e) for f, b, e in zip(full, pads[:k], pads[k:])]
+        pads = [max(0, p) for p in pads]
+    if any(pads):
+        y = api.index(y, (slice(None), slice(None)) + tuple(
+            slice(b, f - e) for b, e, f in zip(pads[:k], pads[k:], full)))
+    if len(ins) > 2 and ins[2] is not None:
+        b = ctx.node_of(ins[2], y)
+        y = y + api.reshape(b, b.shape + (1,) * k)
+    return [y]

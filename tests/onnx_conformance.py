@@ -19,7 +19,7 @@ import numpy as np
 MODULES = {
     "Abs": "abs", "Add": "add", "AveragePool": "averagepool", "BatchNormalization": "batch_normalization",
     "Cast": "cast", "CastLike": "castlike", "Clip": "clip", "Concat": "concat", "Constant": "constant",
-    "ConstantOfShape": "constantofshape", "Conv": "conv", "Div": "div", "Dropout": "dropout",
+    "ConstantOfShape": "constantofshape", "Conv": "conv", "ConvTranspose": "convtranspose", "Div": "div", "Dropout": "dropout",
     "Elu": "elu", "Equal": "equal", "Erf": "erf", "Exp": "exp", "Expand": "expand",
     "Flatten": "flatten", "Gather": "gather", "Gelu": "gelu", "Gemm": "gemm",
     "GlobalAveragePool": "globalaveragepool", "GlobalMaxPool": "globalmaxpool", "Greater": "greater",

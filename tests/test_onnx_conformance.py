@@ -16,7 +16,8 @@ import onnx_conformance as oc  # noqa: E402
 EXPECTED = {
     "Abs": (1, 1), "Add": (2, 8), "AveragePool": (20, 20), "BatchNormalization": (2, 4),
     "Cast": (2, 60), "CastLike": (2, 56), "Clip": (18, 24), "Concat": (12, 12), "Constant": (1, 1),
-    "ConstantOfShape": (3, 3), "Conv": (6, 6), "Div": (4, 10), "Dropout": (4, 12), "Elu": (6, 6),
+    "ConstantOfShape": (3, 3), "Conv": (6, 6), "ConvTranspose": (11, 11),
+    "Div": (4, 10), "Dropout": (4, 12), "Elu": (6, 6),
     "Equal": (2, 10), "Erf": (1, 1), "Exp": (2, 2), "Expand": (2, 2), "Flatten": (9, 9),
     "Gather": (4, 4), "Gelu": (8, 8), "Gemm": (11, 11), "GlobalAveragePool": (2, 2),
     "GlobalMaxPool": (2, 2), "Greater": (2, 8), "GreaterOrEqual": (2, 8), "Identity": (1, 3),
