@@ -223,9 +223,9 @@ class Trainer:
         if loss.shape != ():
             raise ShapeError(f"Trainer: loss {loss.name!r} ({loss.op}) has shape {loss.shape}; "
                              "it must be a scalar (reduce it with .mean())")
-        if backend != "numpy":
+        if backend not in ("numpy", "cupy"):
             raise GraphError(f"Trainer: backend {backend!r} is not supported for training yet; "
-                             "use backend='numpy' (compile other targets with gn.compile)")
+                             "use backend='numpy' or 'cupy'")
         if optimizer is None:
             optimizer = _optim.SGD(lr=0.01)
         if not isinstance(optimizer, _optim.Optimizer):
