@@ -85,9 +85,11 @@ def _params(text: str) -> list[tuple[str, str]]:
     out = []
     for p in filter(None, (s.strip() for s in text.split(","))):
         parts = p.split()
-        if len(parts) != 2 or parts[0] not in C_TYPES or not parts[1].isidentifier():
+        if len(parts) != 2 or parts[0] not in C_TYPES or not parts[1].isidentifier() \
+                or parts[1] == "i" or parts[1].startswith("gn_"):
             raise ValueError(f"stand-in ElementwiseKernel: unsupported parameter {p!r} "
-                             f"(use a concrete type: {', '.join(C_TYPES)})")
+                             f"(use a concrete type: {', '.join(C_TYPES)}; "
+                             f"names i and gn_* are the stand-in's)")
         out.append((parts[0], parts[1]))
     return out
 
@@ -108,15 +110,15 @@ class ElementwiseKernel:
     def source(self) -> str:
         loads, stores = [], []
         for k, (t, n) in enumerate(self.inputs + self.outputs):
-            loads.append(f"    {C_TYPES[t]} {n} = (({C_TYPES[t]} *)p[{k}])[i * s[{k}]];")
+            loads.append(f"    {C_TYPES[t]} {n} = (({C_TYPES[t]} *)gn_p[{k}])[i * gn_s[{k}]];")
         for k, (t, n) in enumerate(self.outputs, len(self.inputs)):
-            stores.append(f"    (({C_TYPES[t]} *)p[{k}])[i] = {n};")
+            stores.append(f"    (({C_TYPES[t]} *)gn_p[{k}])[i] = {n};")
         return "\n".join([
             "#include <math.h>", "#include <stdbool.h>", "#include <stdint.h>",
             self.preamble,
             f"/* {self.name} */",
-            "void gn_standin_run(long long n, void **p, const long long *s) {",
-            "  for (long long i = 0; i < n; ++i) {",
+            "void gn_standin_run(long long gn_n, void **gn_p, const long long *gn_s) {",
+            "  for (long long i = 0; i < gn_n; ++i) {  /* i: the element index, as in CuPy */",
             *loads, "    {", self.operation, "    }", *stores,
             "  }", "}", ""])
 

@@ -43,7 +43,7 @@ C_TYPE = {"float64": "double", "float32": "float"}
 _COMMON = r"""#ifndef GN_COMMON_PREAMBLE
 #define GN_COMMON_PREAMBLE
 #ifdef __CUDACC__
-#define GN_FN static inline __host__ __device__
+#define GN_FN __host__ __device__ inline
 #else
 #include <math.h>
 #include <stdbool.h>
@@ -156,7 +156,7 @@ class CudaCPrinter(C99CodePrinter):
             if isinstance(expr, sp.logic.boolalg.BooleanAtom):
                 return self._lit(1 if expr == sp.true else 0)
             if expr.is_number and not isinstance(expr, sp.Rel):
-                if not expr.is_real:
+                if expr is not sp.nan and not expr.is_extended_real:
                     raise ValueError(f"not a real number: {expr}")
                 return self._lit(expr)
             if isinstance(expr, (sp.Function, sp.Max, sp.Min)) and not isinstance(expr, sp.Piecewise):
@@ -174,8 +174,9 @@ class CudaCPrinter(C99CodePrinter):
 
     # -- arithmetic --------------------------------------------------------------------
     def _print_Mul(self, expr):
-        nums = [a for a in expr.args if a.is_number]
-        rest = [a for a in expr.args if not a.is_number]
+        factors = expr.as_ordered_factors()  # the order NumPy's printer multiplies in
+        nums = [a for a in factors if a.is_number]
+        rest = [a for a in factors if not a.is_number]
         c = float(sp.Mul(*nums)) if nums else 1.0
         numer, denom = [], []
         for a in rest:
@@ -202,7 +203,7 @@ class CudaCPrinter(C99CodePrinter):
         if e.is_Integer and 1 <= abs(int(e)) <= 4:
             n = abs(int(e))
             if n == 1:
-                p = self._print(base)
+                p = self.parenthesize(base, PRECEDENCE["Mul"], strict=True)
             elif base.is_Symbol:
                 b = self._print(base)
                 p = "(" + "*".join([b] * n) + ")"
