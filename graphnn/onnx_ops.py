@@ -81,8 +81,12 @@ _GN_BINARY = {"Add": api.add, "Sub": api.sub, "Mul": api.mul, "Div": api.div, "P
 
 def _binary(name):
     def handler(ctx, ins, attrs):
-        _take(ctx, attrs, {})
         a, b = ins
+        if ctx.opset < 7 and attrs:  # opsets 1-6: broadcasting is asked for, B aligned at axis
+            at = _take(ctx, attrs, {"broadcast": 0, "axis": None, "consumed_inputs": None})
+            b = _legacy_broadcast(ctx, a, b, at)
+        else:
+            _take(ctx, attrs, {})
         if name == "Pow" and isinstance(a, Node) and not isinstance(b, Node) \
                 and np.asarray(b).dtype.kind in "iu":
             b = np.asarray(b).astype(a.dtype)  # a float base to an integer power
@@ -103,6 +107,21 @@ def _binary(name):
                                   f"computes arithmetic on floats)")
         return [_GN_BINARY[name](a, b)]
     return handler
+
+
+def _legacy_broadcast(ctx, a, b, at):
+    """B reshaped so NumPy broadcasting lines it up with A from `axis` (opsets < 7)."""
+    if not at["broadcast"]:
+        return b
+    na, nb = len(_shape_of(a)), len(_shape_of(b))
+    axis = na - nb if at["axis"] is None else at["axis"] % na
+    tail = na - axis - nb
+    if tail < 0:
+        raise ctx.error(f"axis {at['axis']} does not fit shapes {_shape_of(a)}, {_shape_of(b)}")
+    if tail == 0:
+        return b
+    target = [None if d is BATCH else d for d in _shape_of(b)] + [1] * tail
+    return _reshape_to(ctx, b, target)
 
 
 for _n in _GN_BINARY:
@@ -905,3 +924,49 @@ def _conv_transpose(ctx, ins, attrs):
         b = ctx.node_of(ins[2], y)
         y = y + api.reshape(b, b.shape + (1,) * k)
     return [y]
+
+
+@op("PRelu")
+def _prelu(ctx, ins, attrs):
+    _take(ctx, attrs, {"consumed_inputs": None})
+    x, slope = ctx.node_of(ins[0]), ctx.node_of(ins[1], ctx.node_of(ins[0]))
+    if ctx.opset < 7 and slope.size not in (1, None) and x.ndim >= 2 and slope.ndim == 1:
+        slope = api.reshape(slope, slope.shape + (1,) * (x.ndim - 2))  # one slope per channel
+    return [api.prelu(x, slope)]
+
+
+@op("Softsign")
+def _softsign(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    x = ctx.node_of(ins[0])
+    return [x / (1.0 + api.abs(x))]
+
+
+@op("Tile")
+def _tile(ctx, ins, attrs):
+    _take(ctx, attrs, {})
+    reps = _ints(ctx, ins[1], "repeats")
+    x = ins[0]
+    if not isinstance(x, Node):
+        return [np.tile(np.asarray(x), reps)]
+    if len(reps) != x.ndim or any(r < 0 for r in reps) or math.prod(reps) > 4096:
+        raise ctx.error(f"repeats {reps} for {x.shape}")
+    for ax, r in enumerate(reps):
+        if r != 1:
+            if x.shape[ax] is None:
+                raise ctx.unsupported("tiling the batch axis")
+            x = api.concat([x] * r, axis=ax)
+    return [api.identity(x)]
+
+
+@op("InstanceNormalization")
+def _instance_norm(ctx, ins, attrs):
+    at = _take(ctx, attrs, {"epsilon": 1e-5, "consumed_inputs": None})
+    x = ctx.node_of(ins[0])
+    scale, b = ctx.node_of(ins[1], x), ctx.node_of(ins[2], x)
+    axes = tuple(range(2, x.ndim))
+    mu = api.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    var = api.mean(d * d, axis=axes, keepdims=True)
+    y = d / api.sqrt(var + float(at["epsilon"]))
+    return [y * _per_channel(scale, x.ndim) + _per_channel(b, x.ndim)]

@@ -26,11 +26,12 @@ MODULES = {
     "GreaterOrEqual": "greater_or_equal", "Identity": "identity", "LayerNormalization": "layernormalization",
     "LeakyRelu": "leakyrelu", "Less": "less", "LessOrEqual": "less_or_equal", "Log": "log",
     "LogSoftmax": "logsoftmax", "LRN": "lrn", "MatMul": "matmul", "Max": "max", "MaxPool": "maxpool",
-    "Min": "min", "Mul": "mul", "Neg": "neg", "Pad": "pad", "Pow": "pow", "Range": "rangeop",
+    "Min": "min", "Mul": "mul", "Neg": "neg", "Pad": "pad", "Pow": "pow", "PRelu": "prelu", "Range": "rangeop",
     "Reciprocal": "reciprocal", "ReduceMax": "reducemax", "ReduceMean": "reducemean",
     "ReduceSum": "reducesum", "Relu": "relu", "Reshape": "reshape", "Selu": "selu", "Shape": "shape",
     "Sigmoid": "sigmoid", "Sign": "sign", "Size": "size", "Slice": "slice", "Softmax": "softmax",
-    "Softplus": "softplus", "Split": "split", "Sqrt": "sqrt", "Squeeze": "squeeze", "Sub": "sub",
+    "Softplus": "softplus", "Softsign": "softsign", "Tile": "tile",
+    "InstanceNormalization": "instance_normalization", "Split": "split", "Sqrt": "sqrt", "Squeeze": "squeeze", "Sub": "sub",
     "Sum": "sum", "Tanh": "tanh", "Transpose": "transpose", "Unsqueeze": "unsqueeze", "Where": "where",
 }
 
@@ -138,3 +139,41 @@ if __name__ == "__main__":
             for k in ("failed", "unsupported", "error"):
                 for name, detail in res[k]:
                     print(f"    {k}: {name}: {detail}")
+
+
+def data_dirs(kind: str) -> list:
+    """The model directories of the onnx wheel's `pytorch-converted` or `pytorch-operator`
+    data (a model.onnx and test_data_set_*/input_*.pb, output_*.pb each)."""
+    from pathlib import Path
+
+    import onnx
+    root = Path(onnx.__file__).parent / "backend" / "test" / "data" / kind
+    return sorted(p for p in root.iterdir() if (p / "model.onnx").exists())
+
+
+def run_dir(path) -> tuple[str, str]:
+    """Like run_case, for a model directory of the wheel's data."""
+    import onnx
+    from onnx import numpy_helper
+
+    class _Case:
+        name = path.name
+        rtol, atol = 1e-3, 1e-7
+    case = _Case()
+    case.model = onnx.load(str(path / "model.onnx"))
+    sets = []
+    for d in sorted(path.glob("test_data_set_*"))[:1]:
+        def read(prefix):
+            out = []
+            for f in sorted(d.glob(f"{prefix}_*.pb"), key=lambda p: int(p.stem.split("_")[-1])):
+                t = onnx.TensorProto()
+                t.ParseFromString(f.read_bytes())
+                out.append(numpy_helper.to_array(t))
+            return out
+        sets.append((read("input"), read("output")))
+    case.data_sets = sets
+    return run_case(case)
+
+
+def data_table(kind: str) -> dict[str, tuple[str, str]]:
+    return {p.name: run_dir(p) for p in data_dirs(kind)}

@@ -24,10 +24,11 @@ EXPECTED = {
     "LayerNormalization": (19, 19), "LeakyRelu": (6, 6), "Less": (2, 8), "LessOrEqual": (2, 8),
     "Log": (2, 2), "LogSoftmax": (7, 7), "LRN": (2, 2), "MatMul": (7, 7), "Max": (7, 14),
     "MaxPool": (16, 19), "Min": (7, 14), "Mul": (3, 9), "Neg": (2, 2), "Pad": (3, 6),
-    "Pow": (8, 12), "Range": (1, 8), "Reciprocal": (2, 2), "ReduceMax": (9, 11),
+    "Pow": (8, 12), "PRelu": (4, 4), "Range": (1, 8), "Reciprocal": (2, 2), "ReduceMax": (9, 11),
     "ReduceMean": (8, 8), "ReduceSum": (12, 12), "Relu": (2, 2), "Reshape": (10, 10),
     "Selu": (6, 6), "Shape": (11, 11), "Sigmoid": (2, 2), "Sign": (1, 1), "Size": (2, 2),
-    "Slice": (8, 8), "Softmax": (21, 21), "Softplus": (4, 4), "Split": (16, 16), "Sqrt": (2, 2),
+    "Slice": (8, 8), "Softmax": (21, 21), "Softplus": (4, 4), "Softsign": (4, 4), "Tile": (2, 2),
+    "InstanceNormalization": (2, 2), "Split": (16, 16), "Sqrt": (2, 2),
     "Squeeze": (2, 2), "Sub": (3, 9), "Sum": (3, 3), "Tanh": (2, 2), "Transpose": (7, 7),
     "Unsqueeze": (7, 7), "Where": (2, 2),
 }
@@ -50,3 +51,20 @@ def test_conformance(table, op):
         [(n, d) for n, d in res["unsupported"]]
     for name, detail in res["unsupported"]:
         assert "not supported" in detail or "non-tensor" in detail, (name, detail)
+
+
+# the wheel's pytorch-converted / pytorch-operator models: (passed, models); the others
+# use Pad modes 'reflect' and 'edge'
+DATA_EXPECTED = {"pytorch-converted": (80, 82), "pytorch-operator": (34, 35)}
+
+
+@pytest.mark.parametrize("kind", sorted(DATA_EXPECTED))
+def test_pytorch_data_models(kind):
+    res = oc.data_table(kind)
+    bad = {k: v for k, v in res.items() if v[0] in ("failed", "error")}
+    assert not bad, bad
+    passed = sum(1 for v in res.values() if v[0] == "passed")
+    assert (passed, len(res)) == DATA_EXPECTED[kind], {k: v for k, v in res.items() if v[0] != "passed"}
+    for name, (status, detail) in res.items():
+        if status != "passed":
+            assert "mode=" in detail and "not supported" in detail, (name, detail)
