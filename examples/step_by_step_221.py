@@ -1,6 +1,9 @@
 """Lecture 004's 2-2-1 network, one training step by hand: forward pass, J, backprop, update.
 
-Run: python examples/step_by_step_221.py [out_dir]   (writes out_dir/net221_backprop.html)
+Run: python examples/step_by_step_221.py [out_dir]
+Writes out_dir/net221_backprop.html (the step page, ending with the update), out_dir/net221_neurons.svg
+(the network unit by unit with gradients and updated weights) and out_dir/net221_slides/ (one SVG
+and one .tex per step, for slides).
 """
 import os
 import sys
@@ -35,7 +38,11 @@ feeds = {"x": X, "y": Y}
 steps = viz.backprop_steps(J, feeds=feeds)
 print("backprop order:", " -> ".join(s.node.name for s in steps))
 page = os.path.join(out_dir, "net221_backprop.html")
-viz.steps_html(steps, page)
+viz.steps_html(steps, page, lr=alpha)                     # the last step is the update
+slides = viz.export_steps(steps, os.path.join(out_dir, "net221_slides"), lr=alpha)
+neurons = os.path.join(out_dir, "net221_neurons.svg")
+with open(neurons, "w", encoding="utf-8") as f:
+    f.write(viz.svg(viz.neurons(J, feeds=feeds, lr=alpha)))
 
 params = [W, b, w, b3]
 step = gn.compile([J, *gn.grad(J, params)])
@@ -46,5 +53,6 @@ for p, gr in zip(params, grads):
           f"{np.round(gr.ravel(), 4)} = {np.round(new.ravel(), 4)}")
     g.values[p.name] = new
 J1 = step(**feeds)[0]
-print(f"J = {J0:.6f} -> {J1:.6f} after one update; wrote {page}")
+print(f"J = {J0:.6f} -> {J1:.6f} after one update")
+print(f"wrote {page}, {neurons} and {len(slides)} slide files in {os.path.dirname(slides[0])}")
 assert J1 < J0
