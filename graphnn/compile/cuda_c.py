@@ -200,8 +200,8 @@ class CudaCPrinter(C99CodePrinter):
             return f"{self._fn('sqrt')}({self._print(base)})"
         if e.is_number and float(e) == -0.5:
             return f"({self._lit(1)}/{self._fn('sqrt')}({self._print(base)}))"
-        if e.is_Integer and 1 <= abs(int(e)) <= 4:
-            n = abs(int(e))
+        if e.is_number and e.is_extended_real and float(e) in (1, 2, 3, 4, -1, -2, -3, -4):
+            n = abs(int(float(e)))  # x**2.0 too: NumPy squares it as well
             if n == 1:
                 p = self.parenthesize(base, PRECEDENCE["Mul"], strict=True)
             elif base.is_Symbol:
@@ -209,7 +209,7 @@ class CudaCPrinter(C99CodePrinter):
                 p = "(" + "*".join([b] * n) + ")"
             else:
                 p = f"{self._fn(f'gn_pow{n}')}({self._print(base)})"
-            return p if e > 0 else f"({self._lit(1)}/{p})"
+            return p if float(e) > 0 else f"({self._lit(1)}/{p})"
         return f"{self._fn('pow')}({self._print(base)}, {self._print(e)})"
 
     # -- conditions ----------------------------------------------------------------------
