@@ -181,6 +181,17 @@ def test_a_plus_a_gradient_is_two():
 
 # -- the other ops ---------------------------------------------------------------------------------
 
+def _torch_windows(x):
+    """graphnn's windows op (kernel (2, 2), stride (2, 1), dilation (1, 2)) in torch."""
+    w = x.unfold(2, 2, 2).unfold(3, 3, 1)   # spans (k - 1) * d + 1: 2 and 3
+    return w[..., ::1, ::2]
+
+
+def _torch_vjp(fn, like, g):
+    x = torch.zeros_like(like, requires_grad=True)
+    return torch.autograd.grad(fn(x), x, g, create_graph=True)[0]
+
+
 GRAD_CASES = [  # (op, id, specs, build, torch_fn, wrt)
     ("matmul", "2d", {"a": ((3, 4), "any"), "b": ((4, 2), "any")}, lambda a, b: a @ b, torch.matmul, None),
     ("matmul", "batched", {"a": ((2, 3, 4), "any"), "b": ((2, 4, 2), "any")}, lambda a, b: a @ b, torch.matmul, None),
@@ -248,6 +259,23 @@ GRAD_CASES = [  # (op, id, specs, build, torch_fn, wrt)
     ("conv2d_grad_weight", "gw", {"x": ((1, 2, 5, 5), "any"), "gy": ((1, 2, 3, 3), "any")},
      lambda x, gy: api.apply("conv2d_grad_weight", [x, gy], kernel=(3, 3), stride=2, padding=1),
      lambda x, gy: torch.nn.grad.conv2d_weight(x, (2, 2, 3, 3), gy, stride=2, padding=1), None),
+    ("pad", "p", {"x": ((2, 3), "any")}, lambda x: gn.pad(x, (1, 0, 2, 1), value=0.5),
+     lambda x: F.pad(x, (0, 1, 1, 2), value=0.5), None),
+    ("windows", "2d", {"x": ((1, 2, 5, 6), "any")},
+     lambda x: api.apply("windows", [x], kernel=(2, 2), stride=(2, 1), dilation=(1, 2)),
+     lambda x: _torch_windows(x), None),
+    ("windows_adjoint", "2d", {"gy": ((1, 2, 2, 4, 2, 2), "any"), "like": ((1, 2, 5, 6), "any")},
+     lambda gy, like: api.apply("windows_adjoint", [gy, like], kernel=(2, 2), stride=(2, 1),
+                                dilation=(1, 2)),
+     lambda gy, like: _torch_vjp(_torch_windows, like, gy), ["gy"]),
+    ("take", "2d-idx", {"x": ((4, 3), "any")},
+     lambda x: api.apply("take", [x, x.graph.const(None, np.array([[0, 3], [-1, 0]]))], axis=0),
+     lambda x: x[torch.tensor([[0, 3], [3, 0]])], None),
+    ("take_adjoint", "rows", {"gy": ((2, 2, 3), "any"), "like": ((4, 3), "any")},
+     lambda gy, like: api.apply("take_adjoint", [gy, gy.graph.const(None, np.array([[0, 3], [-1, 0]])),
+                                                 like], axis=0),
+     lambda gy, like: torch.zeros(4, 3, dtype=gy.dtype).index_put(
+         (torch.tensor([[0, 3], [3, 0]]),), gy, accumulate=True), ["gy"]),
     ("cast", "f64", {"x": ((2, 3), "any")}, lambda x: gn.cast(gn.cast(x, "float32"), "float64") * 0 + x,
      lambda x: x.float().double() * 0 + x, None),
 ]
