@@ -13,16 +13,19 @@ the system compiler (`$CC`, else `cc`) into a shared library in a cache director
 under the system temp dir, and called through ctypes: a loop over the elements
 in which each parameter is a local of its declared C type, bound to the element
 value before `operation` runs (outputs hold their current value); outputs are
-stored after. Arguments broadcast as in CuPy; arguments that are not contiguous
-arrays of the declared type are converted (inputs) or computed into a temporary
-that is copied back (outputs).
+stored after. Arguments broadcast as in CuPy; non-contiguous arguments are
+copied (inputs) or computed into a temporary that is copied back (outputs).
+Like CuPy, it refuses arrays of another dtype than the declared one, so a
+program that runs here does not fail on a GPU for that.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,12 +98,20 @@ def _params(text: str) -> list[tuple[str, str]]:
 
 
 class ElementwiseKernel:
-    """CuPy's ElementwiseKernel on the CPU (concrete parameter types only)."""
+    """CuPy's ElementwiseKernel on the CPU (concrete parameter types only).
 
-    def __init__(self, in_params, out_params, operation, name="kernel", preamble="",
-                 **ignored):
+    As CuPy does (cupy/_core/_kernel.pyx), it refuses an array argument whose dtype
+    is not the declared one ('Type is mismatched'), an output that is not an
+    array of the broadcast shape, `size=` beside array arguments, a parameter
+    named `i` and an invalid kernel name; Python and NumPy scalars are cast."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True,
+                 preamble="", no_return=False, return_tuple=False, **ignored):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f'Invalid kernel name: "{name}"')
         self.inputs, self.outputs = _params(in_params), _params(out_params)
         self.name, self.operation, self.preamble = name, operation, preamble
+        self.no_return, self.return_tuple = no_return, return_tuple
         names = [n for _, n in self.inputs + self.outputs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate parameter names in {name}: {names}")
@@ -122,51 +133,58 @@ class ElementwiseKernel:
             *loads, "    {", self.operation, "    }", *stores,
             "  }", "}", ""])
 
+    def _check_type(self, a, t, n):
+        if isinstance(a, np.ndarray) and a.dtype != np.dtype(t):
+            raise TypeError(f"Type is mismatched. {n} {a.dtype} {t} (kernel {self.name})")
+
     def __call__(self, *args, size=None):
         global launches
         n_in, n_out = len(self.inputs), len(self.outputs)
         if len(args) not in (n_in, n_in + n_out):
-            raise TypeError(f"{self.name} takes {n_in} or {n_in + n_out} arguments, "
-                            f"got {len(args)}")
+            raise TypeError(f"Wrong number of arguments for {self.name}")
         ins, outs = list(args[:n_in]), list(args[n_in:]) or [None] * n_out
+        for (t, n), a in zip(self.inputs + self.outputs, ins + outs):
+            self._check_type(a, t, n)
         arrays = [a for a in ins + outs if isinstance(a, np.ndarray)]
-        if arrays:
-            shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        elif size is not None:
-            shape = (int(size),)
-        else:
-            raise ValueError(f"{self.name}: no array argument and no size")
-        if size is not None and arrays and int(np.prod(shape)) != size:
-            raise ValueError(f"{self.name}: size={size} but the arguments have shape {shape}")
-        if self._fn is None:
-            self._fn = compile_c(self.source).gn_standin_run
-            self._fn.restype = None
+        if size is not None and arrays:
+            raise ValueError("Specified 'size' can be used only if all of the ndarray are 'raw'.")
+        if size is None and not arrays:
+            raise ValueError("Loop size is undecided.")
+        shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else (int(size),)
         ptrs, steps, keep, results, copy_back = [], [], [], [], []
         for (t, n), a in zip(self.inputs, ins):
-            a = np.asarray(a)
+            a = np.asarray(a, dtype=t)  # scalars are cast; arrays already have type t
             if a.size == 1:  # a scalar (or one element): read at index 0 every time
-                a, step = np.ascontiguousarray(a.reshape(()), dtype=t).reshape(1), 0
+                a, step = np.ascontiguousarray(a.reshape(1)), 0
             else:
-                a, step = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=t), 1
+                a, step = np.ascontiguousarray(np.broadcast_to(a, shape)), 1
             keep.append(a), ptrs.append(a.ctypes.data), steps.append(step)
         for (t, n), o in zip(self.outputs, outs):
             if o is None:
                 o = np.zeros(shape, dtype=t)
-            elif not isinstance(o, np.ndarray) or o.shape != shape:
-                raise ValueError(f"{self.name}: output {n} must be an array of shape {shape}")
+            elif not isinstance(o, np.ndarray):
+                raise TypeError(f"Output arguments type must be cupy.ndarray, not {type(o)}")
+            elif o.shape != shape:
+                raise ValueError(f"Out shape is mismatched: {o.shape} while {shape} is expected.")
             results.append(o)
-            if not (o.flags.c_contiguous and o.dtype == np.dtype(t)):
-                tmp = np.ascontiguousarray(o, dtype=t)  # its current values, as CuPy's kernel sees them
+            if not o.flags.c_contiguous:  # CuPy writes strided outputs in place; we copy back
+                tmp = np.ascontiguousarray(o)  # its current values, as CuPy's kernel sees them
                 copy_back.append((o, tmp))
                 o = tmp
             keep.append(o), ptrs.append(o.ctypes.data), steps.append(1)
-        k = len(ptrs)
-        self._fn(ctypes.c_longlong(int(np.prod(shape))), (ctypes.c_void_p * k)(*ptrs),
-                 (ctypes.c_longlong * k)(*steps))
-        for o, tmp in copy_back:
-            np.copyto(o, tmp, casting="unsafe")
-        launches += 1
-        return results[0] if n_out == 1 else tuple(results)
+        if 0 not in shape:  # CuPy launches nothing for an empty result
+            if self._fn is None:
+                self._fn = compile_c(self.source).gn_standin_run
+                self._fn.restype = None
+            k = len(ptrs)
+            self._fn(ctypes.c_longlong(math.prod(shape)), (ctypes.c_void_p * k)(*ptrs),
+                     (ctypes.c_longlong * k)(*steps))
+            for o, tmp in copy_back:
+                np.copyto(o, tmp)
+            launches += 1
+        if self.no_return:
+            return None
+        return results[0] if n_out == 1 and not self.return_tuple else tuple(results)
 
 
 def asnumpy(x, *args, **kwargs):

@@ -334,7 +334,8 @@ def test_kernel_name():
     assert kernel_name("fused tanh*mul+add (h1)") == "fused_tanh_mul_add_h1"
     assert kernel_name("3x") == "k_3x" and kernel_name("") == "kernel"
     assert kernel_name("int") == "int_k" and kernel_name("expf") == "expf_k"
-    assert kernel_name("__global__") == "global"
+    assert kernel_name("__global__") == "global" and kernel_name("gn_max") == "gn_max_k"
+    assert kernel_name("gn_fused_tanh_3") == "gn_fused_tanh_3"
     long = kernel_name("a" * 200), kernel_name("a" * 201)
     assert long[0] != long[1] and all(len(n) <= 48 for n in long)
     for text in ["x" * 60, "é€", "a-b", "1", "void", "__x", "\"); system(\"", "_t0"]:
@@ -403,39 +404,49 @@ def test_standin_elementwise_kernel():
     y = k(x, np.array([1.0, 2.0, 3.0], np.float32))
     np.testing.assert_array_equal(y, x * [1, 2, 3] + 1)
     assert y.dtype == np.float64 and y.shape == (2, 3)
-    np.testing.assert_array_equal(k(x, 2.0), x * 2 + 1)
+    np.testing.assert_array_equal(k(x, 2.0), x * 2 + 1)  # a Python scalar, cast to float32
+    np.testing.assert_array_equal(k(x, np.float64(0.1)), x * np.float32(0.1) + 1)
     np.testing.assert_array_equal(k(2.0, x.astype(np.float32)), 2 * x + 1)  # shape from s
-    # output given: written in place and returned; non-contiguous and other dtype outputs
+    np.testing.assert_array_equal(k(x[:, :1], np.float32([1, 2, 3])), x[:, :1] * [1, 2, 3] + 1)
+    # output given: written in place and returned; a non-contiguous output
     out = np.zeros((2, 3))
     assert k(x, 3.0, out) is out and (out == 3 * x + 1).all()
     buf = np.zeros((3, 2))
     assert k(x, 1.0, buf.T) is not None and (buf.T == x + 1).all()
-    out32 = np.zeros((2, 3), np.float32)
-    k(x, 1.0, out32)
-    assert (out32 == x + 1).all()
-    # non-contiguous input of another dtype
-    xt = np.arange(6, dtype=np.int64).reshape(3, 2).T
-    np.testing.assert_array_equal(k(xt, 1.0), xt + 1.0)
+    # a non-contiguous input
+    np.testing.assert_array_equal(k(x.T.copy().T, 1.0), x + 1.0)
+    np.testing.assert_array_equal(k(np.arange(12.0).reshape(2, 6)[:, ::2], 1.0),
+                                  np.arange(12.0).reshape(2, 6)[:, ::2] + 1)
     # outputs start from their current value (in-place updates read them)
     acc = K("float64 g", "float64 p", "p = p - 0.5 * g;", "sgd")
     p = np.ones(4)
     acc(np.full(4, 2.0), p)
     assert (p == 0.0).all()
-    # several outputs: a tuple; booleans; scalar-only calls with size=
+    # several outputs: a tuple; booleans; scalar-only calls with size=; the index i
     two = K("float64 a, float64 b", "float64 s, bool m", "s = a + b; m = a > b;", "two")
     s, m = two(np.array([1.0, 5.0]), 2.0)
     assert (s == [3, 7]).all() and m.dtype == np.bool_ and m.tolist() == [False, True]
     s2, m2 = np.empty(2), np.empty(2, bool)
     assert two(np.array([1.0, 5.0]), 2.0, s2, m2) == (s2, m2)
-    fill = K("float64 v", "float64 o", "o = v;", "fill")
-    np.testing.assert_array_equal(fill(4.0, size=3), [4.0, 4.0, 4.0])
-    assert cupy_standin.launches == n0 + 11
-    with pytest.raises(ValueError, match="shape"):
-        k(x, 1.0, np.zeros(3))
-    with pytest.raises(TypeError):
-        k(x)
+    fill = K("float64 v", "float64 o", "o = v + i;", "fill")
+    np.testing.assert_array_equal(fill(4.0, size=3), [4.0, 5.0, 6.0])
+    assert cupy_standin.launches == n0 + 13
+    assert k(np.zeros((0, 3)), 1.0).shape == (0, 3) and cupy_standin.launches == n0 + 13
+    # what CuPy refuses, refused
+    for bad in [lambda: k(x, 1.0, np.zeros(3)), lambda: k(x.astype(np.float32), 1.0),
+                lambda: k(x, np.float64([1.0, 2.0, 3.0])), lambda: k(x, 1.0, out.astype(np.float32)),
+                lambda: k(x, 1.0, [0.0] * 6), lambda: k(x), lambda: k(x, 1.0, size=6),
+                lambda: fill(1.0)]:
+        with pytest.raises((TypeError, ValueError)):
+            bad()
     with pytest.raises(ValueError, match="concrete type"):
         K("T x", "T y", "y = x;")
+    with pytest.raises(ValueError):
+        K("float64 i", "float64 y", "y = i;")
+    with pytest.raises(ValueError, match="kernel name"):
+        K("float64 x", "float64 y", "y = x;", "not a name")
+    assert K("float64 x", "float64 y", "y = x;", "nr", no_return=True)(x) is None
+    assert isinstance(K("float64 x", "float64 y", "y = x;", "rt", return_tuple=True)(x), tuple)
     with pytest.raises(RuntimeError, match="C compilation failed"):
         K("float64 x", "float64 y", "y = x +;", "broken")(x)
 

@@ -96,6 +96,8 @@ try typeid typename using virtual wchar_t xor xor_eq char16_t char32_t main
 _RESERVED = _C_KEYWORDS | frozenset(_MATH.values()) | frozenset(f + "f" for f in _MATH.values()) \
     | frozenset({"sqrt", "sqrtf", "pow", "powf", "fmax", "fmin", "fmaxf", "fminf", "max", "min",
                  "abs", "exp2", "printf", "malloc", "free", "half", "float2", "float4", "double2"})
+_HELPER_NAMES = frozenset(re.findall(r"\b(gn_\w+)\(", "".join(PREAMBLE.values())))
+_RESERVED = _RESERVED | _HELPER_NAMES | {"gn_standin_run"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TEMP = re.compile(r"^_t\d+$")
 
@@ -279,7 +281,7 @@ def _needs_parens(text: str) -> bool:
 
 def _check_ident(name: str) -> str:
     if not isinstance(name, str) or not _IDENT.match(name) or name in _RESERVED \
-            or name.startswith("gn_") or name.startswith("__"):
+            or name.startswith("__"):
         raise ValueError(f"not a usable C name: {name!r}")
     return name
 
@@ -339,6 +341,6 @@ def kernel_name(text: str, max_len: int = 48) -> str:
         name = "kernel"
     if name[0].isdigit():
         name = "k_" + name
-    if name in _RESERVED or name.startswith("gn_") or name.lower().startswith("cuda"):
+    if name in _RESERVED or name.lower().startswith("cuda"):
         name = name + "_k"
     return name
