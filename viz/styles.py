@@ -52,7 +52,7 @@ def add_legend(d, kinds: set, grads: bool, vanishing: float, exploding: float,
 
     Plain labels only: the embedded Graphviz has no HTML-like label support."""
     from .escape import dot_text
-    lines = ["Node label: name, op, dtype[shape]; '=' value; 'dJ/dx=' gradient of the loss (J: its name).",
+    lines = ["Node label: name, op, dtype[shape]; '=' value; 'dJ/dx=' gradient of the loss J.",
              "Grey edge: a value flowing forward; a node used twice gets two edges."]
     if "backward" in kinds:
         lines.append("Red dashed edges: the reverse-mode (backward) graph.")
