@@ -344,6 +344,28 @@ def test_kernel_name():
         assert kernel_name(text) == n
 
 
+def test_inputs_of_other_dtypes_are_cast_to_the_kernels():
+    """int64 / int64 divides as floats, a bool is 0/1, a float64 scalar in a float32
+    kernel is rounded to float32 first: the values of graphnn's dtype rule."""
+    need_cc()
+    x, y, z = SYMBOLS["x"], SYMBOLS["y"], SYMBOLS["z"]
+    e = sp.tanh(x / y) + z * x
+    names = {x: "a0", y: "a1", z: "a2"}
+    assert expr_code(x / y, names, "float64") == "a0/a1"  # integer division, were they ints
+    assert expr_code(x / y, names, "float64", types={x: "int64", y: "int64"}) == \
+        "((double)a0)/((double)a1)"
+    for dtype, ztype in (("float64", "bool"), ("float32", "float64")):
+        types = {x: "int64", y: "int64", z: ztype}
+        body = kernel_body([("out", e)], names, dtype, types=types)
+        k = cupy_standin.ElementwiseKernel(f"int64 a0, int64 a1, {ztype} a2", f"{dtype} out", body,
+                                           "casts", preamble=cuda_c.PREAMBLE[dtype])
+        a0, a1 = np.array([7, 5, 3, -7]), np.array([2, 2, 2, 4])
+        a2 = np.array([True, False, True, False]) if ztype == "bool" else np.array(0.1)
+        got = k(a0, a1, a2)
+        f = a0.astype(dtype), a1.astype(dtype), np.asarray(a2).astype(dtype)
+        np.testing.assert_allclose(got, np.tanh(f[0] / f[1]) + f[2] * f[0], **TOL[dtype])
+
+
 def test_nan_semantics_match_numpy():
     """gn_max/gn_min, sign, heaviside and the exp clamp keep NaN where NumPy does
     (fmax/fmin would not)."""

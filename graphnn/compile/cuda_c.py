@@ -129,12 +129,18 @@ class CudaCPrinter(C99CodePrinter):
     """Prints one SymPy expression as a C expression of `dtype` ("float32"/"float64").
 
     `names` maps SymPy symbols to C names (a symbol missing from it is an error);
-    use `print_expr`, not `doprint` (which would add SymPy's C99 preamble logic)."""
+    `types` (optional) maps symbols to the dtype of their C variable: one that is
+    not the kernel's (an int64 or bool input, a float64 scalar in a float32
+    kernel) is read through a cast, `((float)a0)`, so `a0/a1` of two int64 inputs
+    divides as floats and a float32 kernel stays float32, as graphnn's dtype rule
+    says (dtypes.result_float). Use `print_expr`, not `doprint`."""
 
     printmethod = "_cudaccode"
 
-    def __init__(self, dtype="float64", names: dict | None = None, clamp_exp: bool = True):
+    def __init__(self, dtype="float64", names: dict | None = None, clamp_exp: bool = True,
+                 types: dict | None = None):
         super().__init__()
+        self.casts = {s for s, t in (types or {}).items() if np.dtype(t).name != _check_dtype(dtype)}
         self.dtype = _check_dtype(dtype)
         self.f32 = self.dtype == "float32"
         self.ctype = C_TYPE[self.dtype]
@@ -169,7 +175,8 @@ class CudaCPrinter(C99CodePrinter):
 
     def _print_Symbol(self, expr):
         try:
-            return self.names[expr]
+            name = self.names[expr]
+            return f"(({self.ctype}){name})" if expr in self.casts else name
         except KeyError:
             raise KeyError(f"no C name for symbol {expr.name!r} (names has "
                            f"{sorted(s.name for s in self.names)})") from None
@@ -294,16 +301,19 @@ def _prepare(expr) -> sp.Expr:
                         lambda e: log1p(e.args[0] - 1))
 
 
-def expr_code(expr, names: dict, dtype, clamp_exp: bool = True) -> str:
-    """One C expression for `expr`, its symbols replaced by `names[symbol]`."""
-    return CudaCPrinter(dtype, names, clamp_exp).print_expr(_prepare(expr))
+def expr_code(expr, names: dict, dtype, clamp_exp: bool = True, types: dict | None = None) -> str:
+    """One C expression for `expr`, its symbols replaced by `names[symbol]`
+    (read through a cast where `types[symbol]` is not `dtype`: see CudaCPrinter)."""
+    return CudaCPrinter(dtype, names, clamp_exp, types).print_expr(_prepare(expr))
 
 
 def kernel_body(outputs: list[tuple[str, sp.Expr]], names: dict, dtype,
-                clamp_exp: bool = True) -> str:
+                clamp_exp: bool = True, types: dict | None = None) -> str:
     """The `operation` of an element-wise kernel: common subexpressions as
     `const float _t0 = ...;` (bool for a shared condition), then `out = expr;` per
-    output. Names `_t<k>` are reserved for the temporaries. Deterministic text."""
+    output. Names `_t<k>` are reserved for the temporaries. Deterministic text.
+    Pass `types` (symbol -> dtype of its kernel parameter) whenever an input is not
+    of the kernel's dtype: without it, two int64 inputs `a0/a1` divide as integers."""
     dtype = _check_dtype(dtype)
     for n in list(names.values()) + [o for o, _ in outputs]:
         _check_ident(n)
@@ -317,7 +327,7 @@ def kernel_body(outputs: list[tuple[str, sp.Expr]], names: dict, dtype,
     replacements, reduced = sp.cse(exprs, symbols=temps, order="none")
     all_names = dict(names)
     lines = []
-    printer = CudaCPrinter(dtype, all_names, clamp_exp)
+    printer = CudaCPrinter(dtype, all_names, clamp_exp, types)
     for sym, e in replacements:
         text = printer.print_expr(e) if not isinstance(e, sp.logic.boolalg.Boolean) or \
             e.is_Symbol else printer._cond(e)
