@@ -517,3 +517,12 @@ def test_export_steps_writes_one_picture_and_latex_per_step(tmp_path):
     assert "bmatrix" in (tmp_path / "slides" / "update.tex").read_text()
     with pytest.raises(ValueError):
         viz.export_steps(steps, tmp_path / "x", format="gif")
+
+
+def test_forward_page_graph_shows_tangents():
+    import viz
+    g, E, feeds = _lecture004()
+    steps = viz.forward_steps(E, feeds, wrt=g["w2"])
+    src = viz.page.graph_dot(steps)
+    assert "tangent= [[1.19]]" in src and "dE/d" not in src
+    assert _snapshot(g)[0] == _snapshot(_lecture004()[0])[0]

@@ -226,8 +226,9 @@ def steps_fragment(steps) -> str:
 def graph_dot(steps, max_nodes: int = 120) -> str:
     """DOT source of the graph the page shows beside the steps (values and gradients)."""
     from .draw import draw
+    wrt = getattr(steps, "wrt", None) if steps.kind == "forward" else None
     return draw(steps.root, feeds=steps.feeds or None, grads=steps.kind == "backward",
-                style="overlay", max_nodes=max_nodes).source
+                style="overlay", max_nodes=max_nodes, tangents=wrt or False).source
 
 
 def _graph_svg(steps, max_nodes: int) -> str:

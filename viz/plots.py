@@ -259,7 +259,7 @@ def gradient_flow(loss, feeds=None, params=None, ax=None, title: str | None = No
     ax.bar(range(len(layers)), vals, color="#2c5aa0")
     ax.set_yscale("log")
     ax.set_xticks(range(len(layers)), [l.scope for l in layers], rotation=90, fontsize=7)
-    ax.set_ylabel("mean |dL/dparam|")
+    ax.set_ylabel(f"mean |d{loss.name}/dparam|")
     ax.set_title(title or f"gradient flow into {loss.name}")
     fig.graphnn_layers = layers
     return fig

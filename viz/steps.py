@@ -460,4 +460,5 @@ def _forward_steps(y: Node, feeds, wrt, max_ops: int) -> Steps:
         step.expr = t_expr[id(n)]
         steps.append(step)
     steps.root, steps.feeds, steps.kind = y, dict(feeds or {}), "forward"
+    steps.wrt = {k: np.asarray(v, dtype=k.dtype) for k, v in wrt.items()}   # the direction
     return steps
