@@ -18,6 +18,7 @@ same checks:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -30,7 +31,46 @@ Compile = Callable[..., gn.Program]
 
 TARGETS: dict[str, Compile] = {
     "fast": lambda outputs, **kw: gn.compile(outputs, fast=True, **kw),
+    "cupy": lambda outputs, **kw: gn.compile(outputs, backend="cupy", **kw),
 }
+
+
+@contextlib.contextmanager
+def target_context(name: str):
+    """What a target needs while it compiles and runs: the CuPy target runs on the
+    CPU stand-in for `cupy` (tests/cupy_standin.py) unless a real GPU is there."""
+    if name != "cupy" or _real_cupy():
+        yield
+        return
+    import shutil
+    if shutil.which("cc") is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("cc is missing: the CuPy target's checks need it in CI")
+        import pytest
+        pytest.skip("the CuPy stand-in needs a C compiler (cc)")
+    import sys
+    import types
+    from cupy_standin import install
+    cupyx = types.ModuleType("cupyx", "stand-in: cupyx.scatter_add is np.add.at")
+    cupyx.scatter_add = np.add.at
+    old = sys.modules.get("cupyx")
+    sys.modules["cupyx"] = cupyx
+    try:
+        with install():
+            yield
+    finally:
+        if old is None:
+            sys.modules.pop("cupyx", None)
+        else:
+            sys.modules["cupyx"] = old
+
+
+def _real_cupy() -> bool:
+    try:
+        import cupy
+        return not getattr(cupy, "__standin__", False) and cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
 
 
 def reference(outputs, **kw) -> gn.Program:

@@ -10,9 +10,11 @@
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import graphnn as gn
@@ -20,16 +22,21 @@ from graphnn import io
 from graphnn.compile import memory
 from graphnn.ops import REGISTRY, api
 
-from differential import TARGETS, check_program, check_training, reference, scale
+from differential import (TARGETS, check_program, check_training, reference, scale,
+                          target_context)
 from test_random_graphs import BINARY, BUILDERS, HOSTILE, SHAPES, _feed_value
 
 TARGET_NAMES = sorted(TARGETS)
 LARGE = scale(1) > 1  # make fuzz: random seeds; make test: the same examples every run
+# shrinking a failing random program can take minutes (each try compiles programs): the
+# suite reports the first failing example as drawn; GRAPHNN_SHRINK=1 shrinks it
+PHASES = tuple(p for p in Phase if p != Phase.shrink or os.environ.get("GRAPHNN_SHRINK"))
 
 
 @pytest.fixture(params=TARGET_NAMES)
 def target(request):
-    return TARGETS[request.param]
+    with target_context(request.param):
+        yield TARGETS[request.param]
 
 
 # -- issue 13, A-E ------------------------------------------------------------------------------
@@ -192,11 +199,15 @@ def _feeds(g, rng, batch):
 
 @pytest.mark.fuzz
 @settings(max_examples=scale(120), deadline=None, derandomize=not LARGE,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          phases=PHASES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 @pytest.mark.parametrize("target_name", TARGET_NAMES)
 def test_random_programs_and_their_gradients(target_name, data):
-    target = TARGETS[target_name]
+    with target_context(target_name):
+        _random_program(TARGETS[target_name], data)
+
+
+def _random_program(target, data):
     g, nodes = _random_graph(data)
     outputs = list(dict.fromkeys(nodes[-3:]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="seed"))

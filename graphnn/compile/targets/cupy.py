@@ -31,16 +31,18 @@ from ...ops.registry import get_op
 from .. import cuda_c, fusion
 from ..fast import _EXPR_CACHE, FastPrinter
 from ..fast_text import _fused_note
-from ..printer import RUN_SOURCE, comment_text, helper_source
+from ..printer import comment_text, helper_source
 
 # ops whose NumPy code means the same with CuPy's module (the array API CuPy shares
 # with NumPy); helpers are copied in with `np.` spelled `cp.`
 SAME = {"reshape", "transpose", "index", "concat", "broadcast_to", "broadcast_like", "cast",
         "zeros_like", "stop_gradient", "max", "sum", "mean", "count", "one_hot", "matmul",
         "softmax", "log_softmax", "batch_guard", "scatter", "conv2d", "conv2d_grad_input",
-        "conv2d_grad_weight", "where"}
-# helpers that call NumPy-only functions (np.add.at): their CuPy spelling
-HELPER_FIXES = {"np.add.at(": "cupyx.scatter_add("}
+        "conv2d_grad_weight", "where", "pad", "take", "take_adjoint", "windows",
+        "windows_adjoint"}
+# helpers that call NumPy-only functions (np.add.at) or iterate on the host (np.ndindex):
+# their spelling in a CuPy module
+HELPER_FIXES = {"np.add.at(": "cupyx.scatter_add(", "np.ndindex(": "np.ndindex("}
 _KERNEL_TYPES = {"float64": "float64", "float32": "float32", "bool": "bool", "int64": "int64",
                  "int32": "int32"}
 
@@ -140,7 +142,7 @@ class CupyPrinter(FastPrinter):
                              _fused_note(self, root)[len(" (fused: "):-1].split(", ") if part]
         kname = self.kernel([s for s, _ in args], types, [("out", expr)], [dtype],
                             "_".join(dict.fromkeys(reversed(fused))))
-        return [f"{kname}({', '.join(self.value_of(node) for _, node in args)}, {out})"]
+        return [f"{kname}({', '.join([self.value_of(node) for _, node in args] + [out])})"]
 
     def kernel(self, in_syms, in_types, outputs, out_types, what: str) -> str:
         """The module-level kernel computing `outputs` (name, SymPy expression over
@@ -156,7 +158,6 @@ class CupyPrinter(FastPrinter):
         cname = cuda_c.kernel_name(f"gn_{what}_{len(self.kernel_by_key)}")
         var = self.claim(f"_k{len(self.kernel_by_key)}")
         self.kernel_by_key[key] = var
-        pre = cuda_c.PREAMBLE[dtype]
         self.kernel_sources.append((cname, ins, outs, body, dtype))
         self.kernel_defs += [
             f"{var} = cp.ElementwiseKernel(  # {comment_text(what)} ({dtype})",
@@ -216,13 +217,13 @@ class CupyPrinter(FastPrinter):
         what = f"group {flat_label}" if total is not None else f"'{comment_text(roots[-1].name)}'"
         r0 = roots[-1]
         self.tail.append((f"# {what}: {'; '.join(notes)}: one kernel, in place", r0))
-        self.tail.append((f"{kname}({', '.join(leaf_value(k) for k in used)}, "
-                          f"{', '.join(out_args)})", r0))
+        self.tail.append((f"{kname}({', '.join([leaf_value(k) for k in used] + out_args)})", r0))
         self.deferred.extend((t, r0) for t in deferred)
 
 
 def _needs_cupyx(helper: str) -> bool:
-    return any(a in text for text in helper_source([helper]) for a in HELPER_FIXES)
+    return any(a in text for text in helper_source([helper])
+               for a, b in HELPER_FIXES.items() if b.startswith("cupyx."))
 
 
 def _shape(shape) -> str:
