@@ -34,7 +34,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 from sympy.printing.c import C99CodePrinter
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import PRECEDENCE
 
 DTYPES = ("float32", "float64")
 EXP_BOUND = {"float64": 300.0, "float32": 40.0}  # as fusion.Emitter / ExprPrinter clamp
@@ -140,8 +140,8 @@ class CudaCPrinter(C99CodePrinter):
     def __init__(self, dtype="float64", names: dict | None = None, clamp_exp: bool = True,
                  types: dict | None = None):
         super().__init__()
-        self.casts = {s for s, t in (types or {}).items() if np.dtype(t).name != _check_dtype(dtype)}
         self.dtype = _check_dtype(dtype)
+        self.casts = {s for s, t in (types or {}).items() if np.dtype(t).name != self.dtype}
         self.f32 = self.dtype == "float32"
         self.ctype = C_TYPE[self.dtype]
         self.names = dict(names or {})
@@ -167,7 +167,8 @@ class CudaCPrinter(C99CodePrinter):
                 if expr is not sp.nan and not expr.is_extended_real:
                     raise ValueError(f"not a real number: {expr}")
                 return self._lit(expr)
-            if isinstance(expr, (sp.Function, sp.Max, sp.Min)) and not isinstance(expr, sp.Piecewise):
+            if isinstance(expr, (sp.Function, sp.Max, sp.Min)) \
+                    and not isinstance(expr, sp.Piecewise):
                 return self._function(expr)
             if isinstance(expr, sp.Rel):  # a comparison as a number: 1 or 0
                 return f"({self._cond(expr)} ? {self._lit(1)} : {self._lit(0)})"
@@ -237,6 +238,11 @@ class CudaCPrinter(C99CodePrinter):
             return "(" + " || ".join(self._cond(a) for a in c.args) + ")"
         if isinstance(c, sp.Not):
             return f"(!{self._cond(c.args[0])})"
+        if isinstance(c, sp.ITE):  # folded Piecewise conditions: if a then b else c
+            a, b, e = c.args
+            return f"({self._cond(a)} ? {self._cond(b)} : {self._cond(e)})"
+        if isinstance(c, sp.Xor):
+            return "(" + " != ".join(f"(bool){self._cond(a)}" for a in c.args) + ")"
         if c.is_Symbol:  # a boolean temporary of kernel_body
             return self._print_Symbol(c)
         raise ValueError(f"cannot print condition {c} as CUDA C")
