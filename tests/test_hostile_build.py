@@ -229,3 +229,29 @@ def test_good_feeds_are_converted_once_and_exact_dtypes_pass_through():
     assert prog.args_for({"x": a})[0] is a  # no copy on the benchmarked path
     out = prog(x=[[1, 2]])  # lists and ints are numbers: converted
     assert out.dtype == np.float32 and out.tolist() == [[2.0, 4.0]]
+
+
+# -- D13: misuse of the API is a graphnn error, not an AttributeError or a NumPy ValueError -----
+
+def test_api_misuse_gives_graphnn_errors():
+    g = gn.Graph("api")
+    x = g.input("x", (None, 3))
+    W = g.param("W", (3, 2))
+    labels = g.input("l", (None,), dtype="int64")
+    other = gn.Graph("o").input("z", (2,))
+    values = [x, W, labels, other, 3.0, "x", None, [1, 2], np.ones(3), np.ones((2, 2, 2)), 1j,
+              (1, "a"), -1, 2 ** 70, float("nan"), True, {}, object()]
+    fns = [gn.reshape, gn.broadcast_to, gn.cast, gn.concat, gn.stack, gn.expand_dims,
+           gn.squeeze, gn.index, gn.one_hot, gn.transpose, gn.matmul, gn.add, gn.sum,
+           gn.mse, gn.softmax_cross_entropy, gn.bce_with_logits, gn.grad, gn.jvp,
+           gn.jacobian, gn.hessian, gn.compile, gn.relu]
+    leaks = set()
+    for fn in fns:
+        for a, b in itertools.product(values, repeat=2):
+            try:
+                fn(a, b)
+            except GraphnnError:
+                pass
+            except Exception as e:  # noqa: BLE001 -- what the test looks for
+                leaks.add((fn.__name__, type(e).__name__, repr(a)[:20], repr(b)[:20]))
+    assert not leaks, sorted(leaks)[:10]

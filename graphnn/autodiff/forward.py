@@ -40,8 +40,9 @@ def tangents(y_nodes: Sequence[Node], seeds: Mapping[Node, Node]) -> dict[int, N
 
 def jvp(y: Node, seeds: Mapping[Node, Node | np.ndarray]) -> Node:
     """Jacobian-vector product: the tangent of `y` when each key moves along its value."""
-    if not seeds:
-        raise GraphError("jvp needs at least one {node: direction}")
+    api.require_node(y, "jvp")
+    if not isinstance(seeds, Mapping) or not seeds:
+        raise GraphError("jvp needs a dict with at least one {node: direction}")
     fixed = {}
     for x, v in seeds.items():
         if not isinstance(x, Node) or x.graph is not y.graph:

@@ -41,6 +41,8 @@ def jacobian(y: Node, x: Node, mode: str = "auto") -> Node:
     that mixes samples (batch norm, a mean over the batch) gives sums over the batch."""
     if mode not in ("auto", "forward", "reverse"):
         raise GraphError(f"jacobian: unknown mode {mode!r}; use 'forward', 'reverse' or 'auto'")
+    api.require_node(y, "jacobian")
+    api.require_node(x, "jacobian")
     batched = _batched(y, x)
     ys = y.shape[1:] if batched else y.shape
     xs = x.shape[1:] if batched else x.shape
@@ -70,6 +72,8 @@ def jacobian(y: Node, x: Node, mode: str = "auto") -> Node:
 
 def hessian(y: Node, x: Node) -> Node:
     """d2y/dx2 (shape x.shape + x.shape) of a scalar y: forward over reverse."""
+    api.require_node(y, "hessian")
+    api.require_node(x, "hessian")
     if y.shape != ():
         raise ShapeError(f"hessian: {y.name!r} must be a scalar, has shape {y.shape}")
     if None in x.shape:

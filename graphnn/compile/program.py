@@ -207,12 +207,16 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
 
 def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     single = isinstance(outputs, Node)
-    outs = [outputs] if single else list(outputs)
+    try:
+        outs = [outputs] if single else list(outputs)
+    except TypeError:
+        raise GraphError(f"compile: outputs must be a Node or a list of Nodes, got "
+                         f"{type(outputs).__name__}") from None
     if not outs and not updates:
         raise GraphError("compile needs at least one output")
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise GraphError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    if kernels not in loops.MODES:
+    if not isinstance(kernels, str) or kernels not in loops.MODES:
         raise GraphError(f"unknown kernels {kernels!r}; choose from {loops.MODES}")
     if kernels == "numba" and not loops.available():
         raise GraphError("kernels='numba' needs Numba, which is not installed "

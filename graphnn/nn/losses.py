@@ -8,6 +8,7 @@ from ..ops import api
 
 def mse(pred: Node, target: Node) -> Node:
     """Mean squared error, averaged over every element."""
+    api.require_node(pred, "mse"), api.require_node(target, "mse")
     try:  # shapes.broadcast raises the registry's internal Mismatch, not a ShapeError
         fits = api.shapes.broadcast(pred.shape, target.shape) == pred.shape
     except api.shapes.Mismatch:
@@ -21,6 +22,7 @@ def mse(pred: Node, target: Node) -> Node:
 
 def bce_with_logits(logits: Node, target: Node) -> Node:
     """Binary cross-entropy on logits z: mean(softplus(z) - y z), stable for |z| = 1000."""
+    api.require_node(logits, "bce_with_logits"), api.require_node(target, "bce_with_logits")
     if logits.shape != target.shape:
         raise ShapeError(f"bce_with_logits: logits {logits.name!r} {logits.shape} and target "
                          f"{target.name!r} {target.shape} differ")
@@ -30,6 +32,7 @@ def bce_with_logits(logits: Node, target: Node) -> Node:
 def one_hot_targets(logits: Node, target: Node, who: str) -> Node:
     """`target` as one-hot rows matching `logits` (N, K): integer labels (N,) are expanded,
     one-hot targets pass through; anything else is a ShapeError naming `who`."""
+    api.require_node(logits, who), api.require_node(target, who)
     if target.shape == logits.shape[:-1] and target.dtype.kind in "iu":
         return api.one_hot(target, logits.shape[-1], logits.dtype)
     if target.shape != logits.shape:

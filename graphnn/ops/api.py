@@ -48,6 +48,37 @@ def lift(value, like: Node) -> Node:
     raise GraphError(f"cannot use {type(value).__name__} {value!r} as a graph value")
 
 
+def require_node(x, op: str) -> Node:
+    """`x` itself when it is a Node; a GraphError naming the op otherwise."""
+    if not isinstance(x, Node):
+        raise GraphError(f"{op}: expected a Node, got {type(x).__name__} {str(x)[:40]!r}")
+    return x
+
+
+def _shape_arg(shape, op: str, x: Node) -> tuple:
+    """A target shape: ints (None for the batch dimension, -1 where reshape infers one)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise GraphError(f"{op} {x.name!r}: shape must be a tuple of ints, got {shape!r}") from None
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer))):
+            raise GraphError(f"{op} {x.name!r}: bad dimension {str(d)[:40]!r} in the shape")
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _nodes(xs, op: str, what: str = "Nodes") -> list:
+    """`xs` as a list (of Nodes, or of axes); a GraphError for a Node or a non-iterable."""
+    if isinstance(xs, Node):
+        raise GraphError(f"{op}: expected a list of {what}, got the node {xs.name!r}")
+    try:
+        return list(xs)
+    except TypeError:
+        raise GraphError(f"{op}: expected a list of {what}, got {type(xs).__name__}") from None
+
+
 def apply(op: str, inputs: Sequence, name: str | None = None, **attrs) -> Node:
     """Build `op(*inputs, **attrs)`; numbers among the inputs become constants."""
     g = _graph_of(inputs)
@@ -94,11 +125,12 @@ def matmul(a, b, name=None) -> Node:
 
 
 def transpose(x: Node, axes=None, name=None) -> Node:
-    return apply("transpose", [x], name=name, axes=None if axes is None else tuple(axes))
+    return apply("transpose", [x], name=name,
+                 axes=None if axes is None else tuple(_nodes(axes, "transpose", "axes")))
 
 
 def reshape(x: Node, shape, name=None) -> Node:
-    shape = tuple(shape)
+    shape = _shape_arg(shape, "reshape", require_node(x, "reshape"))
     if shape == x.shape:
         return x
     if -1 in shape:
@@ -117,7 +149,7 @@ def reshape(x: Node, shape, name=None) -> Node:
 
 
 def broadcast_to(x: Node, shape, name=None) -> Node:
-    shape = tuple(shape)
+    shape = _shape_arg(shape, "broadcast_to", require_node(x, "broadcast_to"))
     if x.shape == shape:
         return x
     return apply("broadcast_to", [x], name=name, shape=shape)
@@ -145,6 +177,7 @@ def unbroadcast(g: Node, shape) -> Node:
 
 
 def cast(x: Node, dtype) -> Node:
+    require_node(x, "cast")
     try:
         dt = dtypes.as_dtype(dtype)
     except TypeError as e:  # same error as a bad attribute given to g.apply("cast", ...)
@@ -190,25 +223,34 @@ def stop_gradient(x: Node) -> Node:
 
 
 def concat(xs: Sequence[Node], axis: int = 0, name=None) -> Node:
-    xs = list(xs)
+    xs = _nodes(xs, "concat")
     if len(xs) == 1:
         return xs[0]
     return apply("concat", xs, name=name, axis=axis)
 
 
 def stack(xs: Sequence[Node], axis: int = 0, name=None) -> Node:
-    xs = list(xs)
+    xs = _nodes(xs, "stack")
     parts = [expand_dims(x, axis) for x in xs]
     return concat(parts, axis=axis, name=name)
 
 
 def expand_dims(x: Node, axis: int) -> Node:
-    nd = x.ndim + 1
+    nd = require_node(x, "expand_dims").ndim + 1
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -nd <= axis < nd:
+        raise ShapeError(f"expand_dims {x.name!r}: axis {axis!r} is not an int in [{-nd}, {nd})")
     ax = axis % nd
     return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:])
 
 
 def squeeze(x: Node, axis=None) -> Node:
+    require_node(x, "squeeze")
+    if axis is not None:
+        for a in (axis,) if isinstance(axis, (int, np.integer)) else _nodes(axis, "squeeze", "axes"):
+            if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or \
+                    not -x.ndim <= a < x.ndim or x.shape[a] != 1:
+                raise ShapeError(f"squeeze {x.name!r}: axis {a!r} is not an axis of size 1 "
+                                 f"of shape {x.shape}")
     axes = [i for i, d in enumerate(x.shape) if d == 1] if axis is None else \
         [a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)]
     return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
@@ -242,6 +284,7 @@ builtins_sum = builtins.sum
 
 
 def index(x: Node, idx, name=None) -> Node:
+    require_node(x, "index")
     entries = _index_entries(x, idx)
     if all(e == ("s", None, None, None) for e in entries):
         return x
@@ -251,7 +294,7 @@ def index(x: Node, idx, name=None) -> Node:
 def one_hot(labels: Node, depth: int, dtype=None) -> Node:
     """One-hot rows of integer class labels in [0, depth). Labels fed at call time are
     checked then (graphnn.feeds); constant labels are checked here."""
-    node = apply("one_hot", [labels], depth=depth,
+    node = apply("one_hot", [require_node(labels, "one_hot")], depth=depth,
                  dtype=dtypes.as_dtype(dtype or labels.graph.dtype).name)
     v = labels.value if labels.op == "const" else None
     if v is not None and v.size and (v.min() < 0 or v.max() >= depth or
