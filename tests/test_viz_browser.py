@@ -102,3 +102,30 @@ def test_error_detection_works(browser, tmp_path):
     p.write_text("<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>")
     browser.get(f"file://{p}")
     assert _errors(browser)
+
+
+def test_page_scrolls_to_the_node_and_ends_with_the_update(browser, tmp_path):
+    """Issue 17 #4: the graph pane follows the highlighted node, labels at a readable size;
+    the last step updates every parameter (all highlighted)."""
+    from selenium.webdriver.common.by import By
+    g, loss, feeds, _ = lecture004_scalar()
+    steps = viz.backprop_steps(loss, feeds)
+    browser.get(f"file://{viz.steps_html(steps, tmp_path / 'page.html', lr=0.5)}")
+    pane = "var p = document.getElementById('graph');"
+    nxt = browser.find_element(By.ID, "next")
+    seen = []
+    for _ in range(len(steps)):
+        seen.append(browser.execute_script(pane + "var el = document.querySelector('g.node.current');"
+                                           "var r = el.getBoundingClientRect(), q = p.getBoundingClientRect();"
+                                           "return [p.scrollTop, r.top >= q.top - 1 && r.bottom <= q.bottom + 1];"))
+        nxt.click()
+    assert all(visible for _, visible in seen)            # the current node is always in view
+    assert len({top for top, _ in seen}) > 1              # ... because the pane scrolled
+    size = browser.execute_script("var t = document.querySelector('#graph svg text');"
+                                  "return t.getBoundingClientRect().height;")
+    assert size >= 9                                      # not ~5 px
+    st = _state(browser)
+    params = {f"n{n.index}" for n in g.params}
+    assert st["counter"] == f"{len(steps) + 1} / {len(steps) + 1}"
+    assert set(st["current"]) == params
+    assert _errors(browser) == []
