@@ -354,3 +354,22 @@ def test_optimizer_type_mismatch_message_is_plain(tmp_path):
     with pytest.raises(gn.FormatError, match="checkpoint of a 'Adam' optimizer, this trainer "
                                              "uses SGD"):
         tr.load_checkpoint(path)
+
+
+# -- D12: huge dimensions in a file --------------------------------------------------------------
+
+@pytest.mark.parametrize("dim", [2 ** 63, 2 ** 64 + 4, 2 ** 49])
+def test_huge_file_dimensions_are_refused(dim):
+    d = one_node_model("tanh")
+    for rec in d["nodes"]:
+        rec["shape"] = [dim]
+    with pytest.raises(gn.FormatError, match="2\\*\\*48"):
+        gn.io.from_dict(d)
+
+
+def test_file_reshape_to_a_wrapping_shape_is_refused():
+    d = one_node_model("reshape")
+    d["nodes"][0]["shape"] = [4]
+    d["nodes"][1].update(attrs={"shape": [4, 2 ** 62 + 1]}, shape=[4, 2 ** 62 + 1])
+    with pytest.raises(gn.FormatError):
+        gn.io.from_dict(d)
