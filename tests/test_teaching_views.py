@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import graphnn as gn
+import viz.page  # noqa: F401  (tests below call viz.page's helpers)
 
 
 # -- 13: initializers by name, and a default that trains like PyTorch's ------------------------
