@@ -128,6 +128,8 @@ def _pick_loss(g, name: str | None):
     if name:
         return g[name]
     scalars = [n for n in g.nodes if n.shape == () and not n.is_leaf]
+    # a file saved with derived=True also holds gradient/update scalars: the model's loss first
+    scalars = [n for n in scalars if n.role == "forward"] or scalars
     if not scalars and getattr(g, "outputs", None):  # an imported model: no loss of its own
         from .onnx_import import probe_loss
         print("graphnn: the model has no loss: differentiating half the mean square of its "

@@ -141,7 +141,7 @@ def catalog_kernel(dtype):
 def test_catalog_equals_numpy(dtype):
     need_cc()
     cases = catalog()
-    assert len(cases) == 85  # 31 ops, 50 first derivatives, 4 second derivatives
+    assert len(cases) >= 85  # today 31 ops, 50 first derivatives, 4 second derivatives
     vals = inputs(dtype)
     before = cupy_standin.launches
     outs = catalog_kernel(dtype)(*[vals[a] for a in ARG_NAMES])
