@@ -527,3 +527,15 @@ def test_forward_page_graph_shows_tangents():
     src = viz.page.graph_dot(steps)
     assert "tangent= [[1.19]]" in src and "dE/d" not in src
     assert _snapshot(g)[0] == _snapshot(_lecture004()[0])[0]
+
+
+def test_cli_teach_picks_the_models_loss_in_a_file_saved_with_derived_nodes(tmp_path):
+    from graphnn.cli import main
+    g, E, feeds = _lecture004()
+    gn.Trainer(E, optimizer=gn.optim.Adam(lr=0.1))
+    g.save(tmp_path / "all.json", derived=True)
+    np.savez(tmp_path / "f.npz", **feeds)
+    page = tmp_path / "p.html"
+    assert main(["teach", str(tmp_path / "all.json"), "-o", str(page), "--feeds",
+                 str(tmp_path / "f.npz")]) == 0
+    assert "through net221: E<" in page.read_text()
