@@ -82,6 +82,28 @@ class FastPrinter(UpdateGroups):
         self.gtemps: dict[tuple, str] = {}
         self._emit_memo: dict = {}
         self.snap: dict[int, str] = {}  # value -> its pre-update copy (see _snapshots)
+        # what the passes of source() decide, in order (set there; declared here)
+        self.region: set[int] = set()              # update-region nodes (update_groups.py)
+        self.transparent: dict[int, Node] = {}     # views and broadcasts read through
+        self.alias: dict[int, str | None] = {}     # 2-D transposes printed as `.T`
+        self.fold_cands: dict[int, dict] = {}      # affine layers whose bias may fold
+        self.inline: set[int] = set()              # element-wise nodes fused into a consumer
+        self.dots: dict[int, Node] = {}            # sum(a * b) printed as one vdot
+        self.groups: list[dict] = []               # update groups (update_groups.py)
+        self.folds: dict[int, dict] = {}           # accepted bias folds
+        self.fixed_buffer: dict[int, str] = {}     # values computed into flat-buffer views
+        self.flat_params: list[tuple[Node, str]] = []
+        self.tail: list[tuple[str, Node]] = []     # code after the body (updates)
+        self.deferred: list[tuple[str, Node]] = []  # writes that must wait for every read
+        self.foreign_read: set[int] = set()        # params read by another update component
+        self.base_of: dict[int, int] = {}          # a transpose view -> the value it views
+        self.augs: list[tuple[str, str, Node]] = []  # ([h, 1] buffer, its h view, h)
+        self.aug_views: set[str] = set()
+        self.region_leaves: set[int] = set()
+        self.plan: memory.Plan | None = None       # the buffer plan (after the body)
+        self._entries: list = []
+        self._group_meta: dict[int, tuple] = {}
+        self._by_id: dict[int, Node] = {id(n): n for n in self.order}
         self.param_views = aliasing.updated_views(self.order, {id(p) for p, _ in fn.updates},
                                                   self.cut)
 
@@ -360,7 +382,7 @@ class FastPrinter(UpdateGroups):
             return f"{self.value_of(n.inputs[0])}.T"
         if self.is_arg(n):
             return self.namer(n)
-        if hasattr(self, "plan") and id(n) in self.plan.buffer:
+        if self.plan is not None and id(n) in self.plan.buffer:
             return self.plan.buffer[id(n)]
         return self.namer(n)
 
@@ -554,7 +576,6 @@ class FastPrinter(UpdateGroups):
             sname = f"S{k}_{op}"
             if sname in used:
                 sub_leaves[sname] = node
-        self._group_meta = getattr(self, "_group_meta", {})
         self._group_meta[id(root)] = (key, [l for l in leaves], sub_leaves)
         live = [l for k, l in enumerate(leaves) if fusion.leaf_symbol(k).name in used]
         return expr, live + list(sub_leaves.values())

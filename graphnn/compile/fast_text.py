@@ -136,6 +136,4 @@ def _late(p: "FastPrinter", text: str) -> str:
 
 
 def _node_by_id(p: "FastPrinter", i: int) -> Node:
-    if not hasattr(p, "_by_id"):
-        p._by_id = {id(n): n for n in p.order}
     return p._by_id[i]

@@ -149,7 +149,10 @@ class CupyPrinter(FastPrinter):
         `in_syms`), defined once per distinct structure; returns its variable name."""
         dtype = "float32" if "float32" in out_types and "float64" not in out_types else "float64"
         names = {s: f"a{k}" for k, s in enumerate(in_syms)}
-        body = cuda_c.kernel_body([(n, e) for n, e in outputs], names, dtype)
+        # an input of another type than the kernel's is read through a cast (integer
+        # leaves would otherwise divide as integers)
+        body = cuda_c.kernel_body([(n, e) for n, e in outputs], names, dtype,
+                                  types=dict(zip(in_syms, in_types)))
         ins = ", ".join(f"{_KERNEL_TYPES.get(t, t)} a{k}" for k, t in enumerate(in_types))
         outs = ", ".join(f"{_KERNEL_TYPES.get(t, t)} {n}" for (n, _), t in zip(outputs, out_types))
         key = (ins, outs, body)
