@@ -539,3 +539,8 @@ def test_cli_teach_picks_the_models_loss_in_a_file_saved_with_derived_nodes(tmp_
     assert main(["teach", str(tmp_path / "all.json"), "-o", str(page), "--feeds",
                  str(tmp_path / "f.npz")]) == 0
     assert "through net221: E<" in page.read_text()
+
+
+def test_negative_zero_prints_as_zero():
+    from viz.evaluate import summary
+    assert summary(np.array([-0.0, 1.5])) == "[0, 1.5]" and summary(np.float64(-0.0)) == "0"

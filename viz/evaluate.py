@@ -71,7 +71,7 @@ SMALL = 16   # tensors with at most this many entries are shown in full
 
 
 def _num(x) -> str:
-    return f"{float(x):.4g}"
+    return f"{float(x) + 0.0:.4g}"     # + 0.0: a ReLU's -0.0 prints as 0
 
 
 def summary(v, small: int = SMALL) -> str:
