@@ -542,6 +542,8 @@ def nvrtc_ptx(lib_path: str, source: str, arch: str = "compute_90") -> str:
 def test_every_body_compiles_with_nvrtc():
     lib = find_nvrtc()
     if lib is None:
+        if os.environ.get("CI") == "true":  # the test extra installs it: a skip would hide a gap
+            pytest.fail("libnvrtc not found in CI (the test extra installs nvidia-cuda-nvrtc)")
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc, or set GRAPHNN_NVRTC)")
     src, names = cu_source()
     sections = ptx_sections(nvrtc_ptx(lib, src))

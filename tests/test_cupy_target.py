@@ -26,6 +26,7 @@ import graphnn as gn
 import cupy_standin
 import differential
 from cupy_standin import install
+from test_cuda_c import find_nvrtc, nvrtc_ptx
 from test_differential import LAYERS, _layer_cases, _layer_feeds, _network
 
 CI = os.environ.get("CI") == "true"
@@ -94,6 +95,13 @@ def _xor():
 
 
 XOR = {"x": np.array([[0, 0], [0, 1], [1, 0], [1, 1.]]), "y": np.array([[0], [1], [1], [0.]])}
+
+
+def test_integer_inputs_divide_as_numbers(standin):
+    g = gn.Graph("ints")
+    x, y = g.input("x", (None,), dtype="int64"), g.input("y", (None,), dtype="int64")
+    differential.check_program(cupy_target, [gn.tanh(x / y), (x / y) * 0.5],
+                               [{"x": np.array([7, 5, 3]), "y": np.array([2, 2, 2])}])
 
 
 def test_lecture_001_xor_values_and_gradients(standin):
@@ -192,12 +200,19 @@ def test_every_emitted_kernel_compiles_for_sm_90():
         ks = [k for k in SEEN_KERNELS.values() if _kernel_dtype(k) == dtype]
         if not ks:
             continue
-        src = [cuda_c.PREAMBLE[dtype]] + [_global(f"{k[0]}_{j}", *k[1:4]) for j, k in enumerate(ks)]
-        ptx = _nvcc("\n".join(src), dtype)
-        assert ptx.count(".entry") == len(ks)
-        if dtype == "float32":
-            bad = [ln for ln in ptx.splitlines() if ".f64" in ln]
-            assert not bad, bad[:5]
+        src = "\n".join([cuda_c.PREAMBLE[dtype]] + [_global(f"{k[0]}_{j}", *k[1:4])
+                                                   for j, k in enumerate(ks)])
+        ptxs = [_nvcc(src, dtype)]
+        lib = find_nvrtc()  # as CuPy compiles them (test extra: nvidia-cuda-nvrtc)
+        if lib is None and CI:
+            pytest.fail("libnvrtc not found in CI (the test extra installs nvidia-cuda-nvrtc)")
+        if lib is not None:
+            ptxs.append(nvrtc_ptx(lib, src))
+        for ptx in ptxs:
+            assert ptx.count(".entry") == len(ks)
+            if dtype == "float32":
+                bad = [ln for ln in ptx.splitlines() if ".f64" in ln]
+                assert not bad, bad[:5]
 
 
 def _kernel_dtype(k) -> str:
