@@ -23,7 +23,6 @@ import os
 import re
 import tempfile
 import tokenize
-import warnings
 import zipfile
 
 import numpy as np
