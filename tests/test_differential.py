@@ -98,6 +98,16 @@ def test_masks_feed_unary_functions_and_sums_as_numbers(target):
     check_program(target, outs, [{"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(4, 3))}])
 
 
+def test_a_0d_output_that_views_a_buffer_is_the_callers_own(target):
+    """Found by the random programs: a 0-d reshape of a buffer was returned as it was,
+    and the next call overwrote it."""
+    g = gn.Graph("zero_d")
+    x = g.input("x", (1,))
+    p = g.param("p", value=np.array([0.5]))
+    outs = [gn.reshape(gn.tanh(x * p), ()), gn.sum(gn.sigmoid(x * 3.0), axis=0)]
+    check_program(target, outs, [{"x": np.array([1.0])}, {"x": np.array([2.0])}])
+
+
 def test_c_transpose_is_printed_by_its_axes(target):
     g = gn.Graph("C")
     p = g.param("p", value=np.arange(6.).reshape(2, 3))

@@ -345,7 +345,7 @@ class FastPrinter(UpdateGroups):
                 v = self.snap[id(o)]
             elif src.op == "const":  # a 0-d one is a literal, as in the plain program
                 v = v if src.value.ndim == 0 else f"{v}.copy()"
-            elif self.plan.shares_buffer(id(src)) and o.shape != ():
+            elif self.plan.shares_buffer(id(src)):  # 0-d views too (a reshape of a buffer)
                 v = f"{v}.copy()"
             outs.append(v)
         return outs
