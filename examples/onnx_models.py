@@ -52,17 +52,19 @@ def encoder_layer():
 
 
 def models(seed: int = 0):
-    """name -> (module in eval mode, example input, dynamic batch?)."""
+    """name -> (module in eval mode, example input, dynamic batch?), in float32 whatever
+    torch's default dtype is."""
     torch.manual_seed(seed)
-    lenet = LeNet()
+    f32 = torch.float32
+    lenet = LeNet().to(f32)
     with torch.no_grad():  # non-trivial batch-norm statistics
         lenet.bn1.running_mean.uniform_(-0.5, 0.5)
         lenet.bn1.running_var.uniform_(0.5, 2.0)
     return {
-        "mlp": (MLP().eval(), torch.randn(3, 4), True),
-        "lenet": (lenet.eval(), torch.randn(3, 1, 12, 12), True),
+        "mlp": (MLP().to(f32).eval(), torch.randn(3, 4, dtype=f32), True),
+        "lenet": (lenet.eval(), torch.randn(3, 1, 12, 12, dtype=f32), True),
         # multi-head attention reshapes (batch * heads): a fixed batch size
-        "encoder": (encoder_layer().eval(), torch.randn(2, 5, 8), False),
+        "encoder": (encoder_layer().to(f32).eval(), torch.randn(2, 5, 8, dtype=f32), False),
     }
 
 

@@ -69,11 +69,11 @@ class ClassicBlocks(nn.Module):
 def test_classic_cnn_blocks_from_torch(tmp_path):
     import warnings
     torch.manual_seed(0)
-    model = ClassicBlocks().eval()
+    model = ClassicBlocks().to(torch.float32).eval()
     with torch.no_grad():
         model.res[1].running_mean.uniform_(-0.2, 0.2)
         model.res[1].running_var.uniform_(0.5, 1.5)
-    x = torch.randn(2, 3, 15, 15)
+    x = torch.randn(2, 3, 15, 15, dtype=torch.float32)
     path = tmp_path / "classic.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,7 +81,7 @@ def test_classic_cnn_blocks_from_torch(tmp_path):
                           external_data=False, optimize=False, verbose=False)
     g = gn.from_onnx(path)
     assert g.inputs[0].shape[0] is None
-    X = torch.randn(3, 3, 15, 15)
+    X = torch.randn(3, 3, 15, 15, dtype=torch.float32)
     got, = gn.compile(g.outputs)(x=X.numpy())
     np.testing.assert_allclose(got, model(X).detach().numpy(), rtol=1e-5, atol=1e-6)
     scopes = {n.scope for n in g.nodes}

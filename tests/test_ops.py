@@ -288,6 +288,75 @@ def _conv_grad_input(xs, ws, stride, padding):
     return build
 
 
+def _pad(shape, pads, value):
+    def build(c):
+        x, xv = c.inp("x", shape)
+        nd = len(shape)
+        return gn.pad(x, pads, value), np.pad(xv, list(zip(pads[:nd], pads[nd:])), constant_values=value)
+    return build
+
+
+def _windows_ref(xv, kernel, stride, dilation):
+    k = len(kernel)
+    lead, sizes = xv.shape[:-k], xv.shape[-k:]
+    outs = [(d - (n - 1) * dl - 1) // s + 1 for d, n, s, dl in zip(sizes, kernel, stride, dilation)]
+    out = np.zeros(lead + tuple(outs) + tuple(kernel), xv.dtype)
+    for o in np.ndindex(*outs):
+        for kk in np.ndindex(*kernel):
+            src = tuple(oi * s + ki * dl for oi, ki, s, dl in zip(o, kk, stride, dilation))
+            out[(Ellipsis,) + o + kk] = xv[(Ellipsis,) + src]
+    return out
+
+
+def _windows(shape, kernel, stride, dilation):
+    def build(c):
+        x, xv = c.inp("x", shape)
+        out = api.apply("windows", [x], kernel=kernel, stride=stride, dilation=dilation)
+        return out, _windows_ref(xv, kernel, stride, dilation)
+    return build
+
+
+def _windows_adjoint(shape, kernel, stride, dilation):
+    def build(c):
+        like, lv = c.inp("like", shape)
+        wshape = api.apply("windows", [like], kernel=kernel, stride=stride, dilation=dilation).shape
+        gy, gv = c.inp("gy", wshape)
+        out = api.apply("windows_adjoint", [gy, like], kernel=kernel, stride=stride, dilation=dilation)
+        k = len(kernel)
+        want = np.zeros(lv.shape)
+        for o in np.ndindex(*gv.shape[lv.ndim - k:lv.ndim]):
+            for kk in np.ndindex(*kernel):
+                dst = tuple(oi * s + ki * dl for oi, ki, s, dl in zip(o, kk, stride, dilation))
+                want[(Ellipsis,) + dst] += gv[(Ellipsis,) + o + kk]
+        return out, want
+    return build
+
+
+def _take(shape, idx, axis):
+    def build(c):
+        x, xv = c.inp("x", shape)
+        out = api.apply("take", [x, c.g.const(None, np.array(idx))], axis=axis)
+        return out, np.take(xv, np.array(idx), axis=axis)
+    return build
+
+
+def _take_adjoint(shape, idx, axis):
+    def build(c):
+        like, lv = c.inp("like", shape)
+        ii = np.array(idx)
+        gshape = shape[:axis] + ii.shape + shape[axis + 1:]
+        gy, gv = c.inp("gy", gshape)
+        out = api.apply("take_adjoint", [gy, c.g.const(None, ii), like], axis=axis)
+        want = np.zeros(lv.shape)
+        for pos in np.ndindex(*ii.shape):
+            j = ii[pos] % lv.shape[axis]
+            src = (slice(None),) * axis + pos
+            dst = (slice(None),) * axis + (j,)
+            want[dst] += gv[src]
+        return out, want
+    return build
+
+
 def _conv_grad_weight(xs, ws, stride, padding):
     def build(c):
         x, xv = c.inp("x", xs)
@@ -407,6 +476,16 @@ TENSOR_CASES = [
     ("conv2d_grad_input", "stride2-pad1", _conv_grad_input((2, 3, 7, 6), (4, 3, 3, 3), (2, 2), (1, 1))),
     ("conv2d_grad_weight", "plain", _conv_grad_weight((2, 3, 6, 5), (4, 3, 3, 2), (1, 1), (0, 0))),
     ("conv2d_grad_weight", "stride2-pad1", _conv_grad_weight((2, 3, 7, 6), (4, 3, 3, 3), (2, 1), (1, 0))),
+    ("pad", "2d", _pad((3, 2), (1, 0, 0, 2), -1.5)),
+    ("pad", "batch", _pad((None, 2, 3), (0, 1, 2, 0, 0, 1), 0.0)),
+    ("windows", "1d", _windows((2, 7), (3,), (2,), (1,))),
+    ("windows", "2d-dilated", _windows((None, 2, 6, 7), (2, 3), (1, 2), (2, 1))),
+    ("windows_adjoint", "1d", _windows_adjoint((2, 7), (3,), (2,), (1,))),
+    ("windows_adjoint", "2d-dilated", _windows_adjoint((None, 2, 6, 7), (2, 3), (1, 2), (2, 1))),
+    ("take", "rows", _take((5, 3), [[0, 4], [-1, 2]], 0)),
+    ("take", "batch-cols", _take((None, 4), [3, 0, 3], 1)),
+    ("take_adjoint", "rows", _take_adjoint((5, 3), [[0, 4], [-1, 0]], 0)),
+    ("take_adjoint", "cols", _take_adjoint((2, 4), [3, 3, 1], 1)),
 ]
 
 
