@@ -108,6 +108,15 @@ def test_a_0d_output_that_views_a_buffer_is_the_callers_own(target):
     check_program(target, outs, [{"x": np.array([1.0])}, {"x": np.array([2.0])}])
 
 
+def test_an_empty_constant_keeps_its_shape(target):
+    """Found by the random programs: a (2, 0, 3) constant was printed as np.array([])."""
+    g = gn.Graph("empty")
+    x = g.input("x", (2, 1, 3))
+    part = x[:, 1:]  # (2, 0, 3)
+    outs = [part * g.const("w", np.ones((2, 0, 3))), gn.sum(part * g.const("v", np.ones((2, 0, 3))))]
+    check_program(target, outs, [{"x": np.ones((2, 1, 3))}])
+
+
 def test_c_transpose_is_printed_by_its_axes(target):
     g = gn.Graph("C")
     p = g.param("p", value=np.arange(6.).reshape(2, 3))

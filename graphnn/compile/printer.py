@@ -74,6 +74,9 @@ def literal(value: np.ndarray) -> str:
 def const_definition(ident: str, node: Node, alias: str = "np") -> str:
     """The module-level line defining an array constant (values printed to round-trip exactly)."""
     arr = node.value
+    if arr.size == 0:  # array2string prints [] for every empty shape: keep the shape
+        return (f"{ident} = {alias}.zeros({arr.shape!r}, dtype={alias}.{arr.dtype.name})"
+                f"  # const {comment_text(node.name)} {fmt_type(node)}")
     body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
                            max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
     return (f"{ident} = {alias}.array({body}, dtype={alias}.{arr.dtype.name})"
