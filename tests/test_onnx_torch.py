@@ -67,3 +67,13 @@ def test_scopes_follow_modules(exported):
     g = gn.from_onnx(exported["encoder"][2])
     scopes = {n.scope for n in g.nodes if not n.is_leaf}
     assert {"self_attn", "norm1", "linear1"} <= scopes, scopes
+
+
+def test_imported_model_saves_and_loads(exported, tmp_path):
+    g = gn.from_onnx(exported["lenet"][2])
+    g.save(tmp_path / "lenet.json")
+    g2 = gn.load(tmp_path / "lenet.json")
+    X = np.random.default_rng(3).normal(size=(2, 1, 12, 12)).astype(np.float32)
+    want, = gn.compile(g.outputs)(x=X)
+    got, = gn.compile([g2[g.outputs[0].name]])(x=X)
+    np.testing.assert_array_equal(got, want)
