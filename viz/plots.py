@@ -23,7 +23,7 @@ from graphnn.ops.elementwise import ELEMENTWISE, SYMBOLS, derivative_expr
 from .flow import layer_gradients
 
 def _erf_module():
-    from graphnn.compile.runtime import _erf
+    from graphnn.compile.runtime import erf as _erf
     return [{"erf": _erf}, "numpy"]
 
 

@@ -17,6 +17,9 @@ def _erf(x):
     return np.asarray(_erf_scalar(x)).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 
+erf = _erf  # the public name (viz evaluates derivative expressions with it)
+
+
 def _softmax(x, axis):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
