@@ -1,6 +1,6 @@
 """Real models in: three torch modules exported with torch.onnx.export, imported with
 gn.from_onnx, checked against torch, and drawn with their gradient flow, one box per
-module (`graphnn draw MODEL.onnx --grad --depth 0 -o MODEL.svg`).
+module (`graphnn draw MODEL.onnx --grad -o MODEL.svg`; `--depth 1` opens one level).
 
     python examples/onnx_models.py [OUT_DIR]      (default: out/onnx)
 
@@ -90,8 +90,7 @@ def main(out_dir: str = os.path.join("out", "onnx")) -> int:
         print(f"{name}: {len(g.nodes)} graphnn nodes, {len(g.params)} params, "
               f"max |graphnn - torch| = {err:.2g}")
         svg = os.path.join(out_dir, f"{name}.svg")
-        depth = "1" if name == "encoder" else "0"
-        if graphnn_cli(["draw", path, "--grad", "--depth", depth, "-o", svg]) != 0:
+        if graphnn_cli(["draw", path, "--grad", "-o", svg]) != 0:  # one box per module
             return 1
     return 0
 

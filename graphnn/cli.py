@@ -167,7 +167,10 @@ def cmd_draw(args) -> int:
     g = _load(args.model)
     feeds = _load_feeds(args.feeds)
     target = _pick_loss(g, args.loss) if args.grad else g
-    d = viz.draw(target, grads=args.grad, feeds=feeds, depth=args.depth)
+    depth = args.depth
+    if depth is None and str(args.model).lower().endswith(".onnx"):
+        depth = 0  # an imported model: one box per module (--depth N opens N levels)
+    d = viz.draw(target, grads=args.grad, feeds=feeds, depth=depth)
     try:
         viz.render(d, args.output)
     except viz.RenderError as e:
@@ -255,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--feeds", help=".npz of input values (shows values and gradients)")
     dr.add_argument("--depth", type=int, default=None,
                     help="keep this many levels of scopes (modules), collapse the rest "
-                         "(0: one box per module)")
+                         "(0: one box per module; the default for .onnx models)")
     dr.add_argument("-o", "--output", required=True)
 
     c = sub.add_parser("compile", help="write a standalone program")

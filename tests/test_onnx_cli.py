@@ -45,13 +45,16 @@ def test_print_and_compile(model_path, tmp_path, capsys):
 
 def test_draw_grad_collapses_by_module(model_path, tmp_path, capsys):
     svg = tmp_path / "m.svg"
-    assert main(["draw", str(model_path), "--grad", "--depth", "0", "-o", str(svg)]) == 0
+    assert main(["draw", str(model_path), "--grad", "-o", str(svg)]) == 0
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") or "<svg" in text
     for scope in ("fc1", "fc2", "act"):
         assert scope in text
     assert "no loss" in capsys.readouterr().err
-    assert main(["draw", str(model_path), "--grad", "-o", str(tmp_path / "full.svg")]) == 0
+    assert "collapsed scope" in text or "ops," in text  # modules drawn as boxes
+    full = tmp_path / "full.svg"
+    assert main(["draw", str(model_path), "--grad", "--depth", "1", "-o", str(full)]) == 0
+    assert "cluster" in full.read_text()
 
 
 def test_teach(model_path, tmp_path):
