@@ -30,7 +30,6 @@ from ...graph import Node
 from ...ops.registry import get_op
 from .. import cuda_c, fusion
 from ..fast import _EXPR_CACHE, FastPrinter
-from ..fast_text import _fused_note
 from ..printer import comment_text, helper_source
 
 # ops whose NumPy code means the same with CuPy's module (the array API CuPy shares
@@ -60,7 +59,7 @@ class CupyPrinter(FastPrinter):
         super().__init__(fn, name, "numpy")  # no Numba loops: update groups are kernels
         self.kernel_defs: list[str] = []      # module-level ElementwiseKernel definitions
         self.kernel_by_key: dict = {}         # structure key -> kernel variable
-        self.kernel_sources: list[tuple[str, str]] = []  # (name, CUDA source) for checks
+        self.kernel_sources: list[tuple] = []  # (name, in params, out params, body, dtype)
         for n in self.order:
             if not n.is_leaf and id(n) not in self.cut and not supports(n.op):
                 raise GraphError(f"backend 'cupy' cannot print op {n.op!r} (node {n.name!r}, "
@@ -138,11 +137,21 @@ class CupyPrinter(FastPrinter):
         args += [(sp.Symbol(name, real=True), node) for name, node in sub_leaves.items()]
         dtype = str(root.dtype)
         types = [str(node.dtype) for _, node in args]
-        fused = [root.op] + [part.split("=")[-1] for part in
-                             _fused_note(self, root)[len(" (fused: "):-1].split(", ") if part]
         kname = self.kernel([s for s, _ in args], types, [("out", expr)], [dtype],
-                            "_".join(dict.fromkeys(reversed(fused))))
+                            "_".join(dict.fromkeys(reversed(self._fused_ops(root)))))
         return [f"{kname}({', '.join([self.value_of(node) for _, node in args] + [out])})"]
+
+    def _fused_ops(self, root: Node) -> list[str]:
+        """The ops of the group at `root`, root first (kernel names say what they fuse;
+        op names only: node names never reach an identifier)."""
+        ops, stack = [root.op], [root]
+        while stack:
+            for i in stack.pop().inputs:
+                s = self.source_of(i)
+                if id(s) in self.inline:
+                    ops.append(s.op)
+                    stack.append(s)
+        return ops
 
     def kernel(self, in_syms, in_types, outputs, out_types, what: str) -> str:
         """The module-level kernel computing `outputs` (name, SymPy expression over
