@@ -132,7 +132,11 @@ def _fused_note(p: "FastPrinter", n: Node) -> str:
 
 
 def _late(p: "FastPrinter", text: str) -> str:
-    return re.sub(r"\{(\d+)\}", lambda m: p.value_of(_node_by_id(p, int(m.group(1)))), text)
+    """`text` with its `{node id}` placeholders filled with the values' names, in the
+    code only: a comment holds node names, and a name may read "{0}"."""
+    code, sep, comment = text.partition("#")
+    code = re.sub(r"\{(\d+)\}", lambda m: p.value_of(_node_by_id(p, int(m.group(1)))), code)
+    return code + sep + comment
 
 
 def _node_by_id(p: "FastPrinter", i: int) -> Node:
