@@ -110,13 +110,9 @@ pytest.importorskip("onnxscript")
 
 @pytest.fixture(scope="module")
 def torch_models(tmp_path_factory):
-    from onnx_models import export, models
-    d = tmp_path_factory.mktemp("rt")
-    out = {}
-    for name, (module, x, dynamic) in models(seed=1).items():
-        export(module, x, d / f"{name}.onnx", dynamic)
-        out[name] = (x.numpy(), d / f"{name}.onnx")
-    return out
+    import onnx_models
+    return {name: (x.numpy(), path) for name, (_, x, path) in
+            onnx_models.exported(tmp_path_factory).items()}
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet", "encoder"])

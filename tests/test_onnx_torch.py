@@ -14,18 +14,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from onnx_models import export, models  # noqa: E402
+import onnx_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    d = tmp_path_factory.mktemp("onnx")
-    out = {}
-    for name, (module, x, dynamic) in models().items():
-        path = d / f"{name}.onnx"
-        export(module, x, path, dynamic)
-        out[name] = (module, x, path)
-    return out
+    return onnx_models.exported(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet", "encoder"])
