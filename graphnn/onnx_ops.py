@@ -221,12 +221,16 @@ def _where(ctx, ins, attrs):
 
 @op("Identity", "Dropout")
 def _identity(ctx, ins, attrs):
-    _take(ctx, attrs, {"seed": 0, "ratio": 0.5}, {})
+    if ctx.node.op_type == "Identity":
+        _take(ctx, attrs, {})
+        return [ins[0]]
+    legacy = ctx.opset < 7  # opsets 1-6: training unless is_test=1
+    at = _take(ctx, attrs, {"seed": 0, "ratio": 0.5, "is_test": 0 if legacy else 1,
+                            "consumed_inputs": None}, {"is_test": (0,)})
+    del at
     if len(ins) > 2 and ins[2] is not None:
         if isinstance(ins[2], Node) or bool(np.asarray(ins[2])):
             raise ctx.unsupported("training_mode=True (graphnn imports inference graphs)")
-    if "is_test" in attrs:
-        raise ctx.unsupported("attribute 'is_test'")
     return [ins[0]]
 
 
