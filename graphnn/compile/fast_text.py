@@ -8,7 +8,7 @@ import numpy as np
 
 from ..graph import Node
 from .fast_common import _dname
-from .printer import comment_text
+from .printer import comment_name
 
 if TYPE_CHECKING:
     from .fast import FastPrinter
@@ -41,20 +41,20 @@ class _Texts:
                 f = kind[1]
                 yield [f"{p.matmul_fn(n, (f['h'], f['W']), out)}({f['aug']}, {f['Wb']}, "
                        f"out={out})  " + p.note(
-                    n, f" (fused: {comment_text(f['m'].name)}=matmul; bias folded: "
-                       f"[{comment_text(f['h'].name)}, 1] @ [{comment_text(f['W'].name)}; "
-                       f"{comment_text(f['b'].name)}])")]
+                    n, f" (fused: {comment_name(f['m'])}=matmul; bias folded: "
+                       f"[{comment_name(f['h'])}, 1] @ [{comment_name(f['W'])}; "
+                       f"{comment_name(f['b'])}])")]
             elif kind[0] == "affine_grad":
                 f = kind[1]
                 gW = f["gW"]
                 yield [f"{p.matmul_fn(gW, gW.inputs, f['gWb'])}({f['aug']}.T, {p.value_of(f['dz'])}, "
                        f"out={f['gWb']})  " + p.note(
-                    f["gW"], f" (fused: {comment_text(f['gb'].name)}=sum, the bias gradient, "
+                    f["gW"], f" (fused: {comment_name(f['gb'])}=sum, the bias gradient, "
                              f"as the row of ones)")]
             elif kind[0] == "softmax":
                 yield [p.note(n, f" -> {out}")] + _softmax_lines(p, n, out)
             elif kind[0] == "copyin":
-                yield [f"{p.xp}.copyto({kind[1]}, {p.value_of(n)})  # {comment_text(n.name)}: "
+                yield [f"{p.xp}.copyto({kind[1]}, {p.value_of(n)})  # {comment_name(n)}: "
                        f"beside a column of ones (folded biases)"]
             elif kind[0] in ("reduce", "reduce_all", "dot"):
                 x = n.inputs[0]
@@ -70,7 +70,7 @@ class _Texts:
                 if kind[0] == "dot":
                     a, b = (p.value_of(i) for i in kind[1].inputs)
                     yield [f"{p.namer(n)} = {p.xp}.vdot({a}, {b}){scale}  " + p.note(
-                        n, f" (fused: {comment_text(kind[1].name)}=mul)")]
+                        n, f" (fused: {comment_name(kind[1])}=mul)")]
                 elif kind[0] == "reduce_all":
                     ident = p.namer(n)
                     yield [f"{ident} = {p.sum_call(p.value_of(x), ax)}{scale}  " + p.note(n)]
@@ -128,7 +128,7 @@ def _fused_note(p: "FastPrinter", n: Node) -> str:
                 stack.append(s)
     if not fused:
         return ""
-    return " (fused: " + ", ".join(f"{comment_text(f.name)}={f.op}" for f in reversed(fused)) + ")"
+    return " (fused: " + ", ".join(f"{comment_name(f)}={f.op}" for f in reversed(fused)) + ")"
 
 
 def _late(p: "FastPrinter", text: str) -> str:

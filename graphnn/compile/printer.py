@@ -29,6 +29,11 @@ def comment_text(s: str) -> str:
     return ascii(s)[1:-1]
 
 
+def comment_name(node) -> str:
+    """A node's name for a comment (escaped as comment_text does); never an identifier."""
+    return comment_text(node.name)
+
+
 class Namer:
     """Valid, unique Python identifiers for arbitrary node names.
 
@@ -76,11 +81,11 @@ def const_definition(ident: str, node: Node, alias: str = "np") -> str:
     arr = node.value
     if arr.size == 0:  # array2string prints [] for every empty shape: keep the shape
         return (f"{ident} = {alias}.zeros({arr.shape!r}, dtype={alias}.{arr.dtype.name})"
-                f"  # const {comment_text(node.name)} {fmt_type(node)}")
+                f"  # const {comment_name(node)} {fmt_type(node)}")
     body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique",
                            max_line_width=10 ** 9).replace("nan", "np.nan").replace("inf", "np.inf")
     return (f"{ident} = {alias}.array({body}, dtype={alias}.{arr.dtype.name})"
-            f"  # const {comment_text(node.name)} {fmt_type(node)}")
+            f"  # const {comment_name(node)} {fmt_type(node)}")
 
 
 class Printer:
@@ -137,7 +142,7 @@ class Printer:
         code = self.expr(node, [self.value_of(i) for i in node.inputs])
         notes = [node.op, fmt_type(node)]
         if ident != node.name:
-            notes.append(f"'{comment_text(node.name)}'")
+            notes.append(f"'{comment_name(node)}'")
         if node.role != "forward":
             notes.append(node.role)
         if node.scope:

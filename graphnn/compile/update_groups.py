@@ -21,7 +21,7 @@ from ..graph import Node
 from . import fusion, loops
 from .fast_common import (_attrs_key, _call_cost, _dname, _flat_group, _is_ew, _shape_code,
                           _tag, _unique)
-from .printer import comment_text
+from .printer import comment_name, comment_text
 
 
 class UpdateGroups:
@@ -300,7 +300,7 @@ class UpdateGroups:
             shape = _shape_code((k + 1, n))
             f["Wb"] = self.claim(f"_v_{self.namer(W)}_{self.namer(b)}")
             self.globals_.append(f"{f['Wb']} = {slot_names[f['param_slot']]}[{a}:{e}].reshape({shape})"
-                                 f"  # [{comment_text(W.name)}; {comment_text(b.name)}]")
+                                 f"  # [{comment_name(W)}; {comment_name(b)}]")
             f["gWb"] = self.claim(f"_g_{self.namer(f['gW'])}_{self.namer(f['gb'])}")
             self.globals_.append(f"{f['gWb']} = {slot_names[f['slot']]}[{a}:{e}].reshape({shape})"
                                  f"  # their gradients, one matmul")
@@ -391,9 +391,9 @@ class UpdateGroups:
                 fmt[f"B{k}"] = self.global_temp(shape, "bool", k)
             for k, number in enumerate(fills):
                 fmt[f"F{k}"] = self.fill(shape, dtype, number)
-            what = f"'{comment_text(r.name)}'" + (f" (and the same for every parameter of group "
+            what = f"'{comment_name(r)}'" + (f" (and the same for every parameter of group "
                                                    f"{flat_label})" if total is not None else "")
-            upd = ", ".join(f"'{comment_text(p.name)}'" for p in ps)
+            upd = ", ".join(f"'{comment_name(p)}'" for p in ps)
             self.tail.append((f"# {what}: {r.op} · update" + (f" -> {upd} in place"
                                                              if ps and not deferred else ""), r))
             for ln in lines:
@@ -465,8 +465,8 @@ class UpdateGroups:
             stores = [array(slot_names[slot_of[id(p)]]) for p in writes.get(id(r), [])]
             expr = fusion.rewrite_products(expr_of[id(r)].xreplace(subs), pull)
             steps.append((root_name[id(r)], printer.doprint(expr), stores))
-            ps = ", ".join(f"'{comment_text(p.name)}'" for p in writes.get(id(r), []))
-            notes.append(f"'{comment_text(r.name)}'" + (f" -> {ps}" if ps else ""))
+            ps = ", ".join(f"'{comment_name(p)}'" for p in writes.get(id(r), []))
+            notes.append(f"'{comment_name(r)}'" + (f" -> {ps}" if ps else ""))
         name = self.claim(f"_loop{flat_label}")
         arrays = list(array_of.values())
         self.loops += loops.kernel_source(
@@ -519,7 +519,7 @@ class UpdateGroups:
                 for p in ps:
                     target = (self._param_flat(p, m, slot_names, total) if total is not None
                               else self.namer(p))
-                    deferred.append(f"{self.xp}.copyto({target}, {{DEST}})  # update '{comment_text(p.name)}'")
+                    deferred.append(f"{self.xp}.copyto({target}, {{DEST}})  # update '{comment_name(p)}'")
                     cost += 2.5
             names[j] = dest
             shapes, fmt = {}, {}
