@@ -71,3 +71,18 @@ def test_imported_model_saves_and_loads(exported, tmp_path):
     want, = gn.compile(g.outputs)(x=X)
     got, = gn.compile([g2[g.outputs[0].name]])(x=X)
     np.testing.assert_array_equal(got, want)
+
+
+def test_imported_mlp_runs_in_the_cuda_targets_cpu_build(exported):
+    """The CUDA target (its -DGN_CPU build, no GPU needed) runs an imported model and its
+    gradients. (Convolutions and the pooling ops are not in that target's table yet.)"""
+    from graphnn.compile import cuda_build
+    if cuda_build.cxx() is None:
+        pytest.skip("no C++ compiler for the CUDA target's CPU build")
+    g = gn.from_onnx(exported["mlp"][2])
+    loss = api.sum(g.outputs[0] * g.outputs[0])
+    outs = [loss] + gn.grad(loss, g.params)
+    X = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    got = gn.compile(outs, backend="cuda")(device="cpu", x=X)
+    for a, b in zip(got, gn.compile(outs)(x=X)):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-5)
