@@ -285,9 +285,9 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     if fast is None:
         fast = bool(ups) and optimize
     key = content_hash(fn, backend + (f"-fast-{kernels}" if fast else ""), name or "")
-    if backend == "cuda":
-        raise GraphError("backend 'cuda' (standalone CUDA programs) is not implemented yet "
-                         "in this version; use backend='numpy' or 'cupy'")
+    if backend == "cuda":  # a standalone program, built and run as a subprocess
+        from .cuda_build import compile_cuda
+        return compile_cuda(fn, graph, name or graph.name, key, single)
     from .numpy_backend import NumPyPrinter as P
     if backend == "cupy":
         _require_cupy()

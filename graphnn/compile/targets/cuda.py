@@ -1051,8 +1051,10 @@ int main(int argc, char** argv) {
     if (lr && GN_LR_PARAM < 0) { fprintf(stderr, "model: --lr: this program has no optim/lr parameter\n"); return 2; }
     if (!gn_device_init()) { fprintf(stderr, "model: no CUDA device or driver available (build with -DGN_CPU for the CPU)\n"); return 3; }
     char default_params[4096];
-    if (!params) {  /* the parameter file written beside the program */
-        snprintf(default_params, sizeof default_params, "%s.params.bin", argv[0]);
+    if (!params) {  /* params.bin beside the program */
+        const char* slash = strrchr(argv[0], '/');
+        snprintf(default_params, sizeof default_params, "%.*sparams.bin",
+                 slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
         params = default_params;
     }
     long B = 0;
@@ -1086,7 +1088,7 @@ int main(int argc, char** argv) {
                 double loss = 0;
                 if (GN_OUTPUTS[0].dtype == GN_FLOAT32) { float x; gn_to_host(&x, *GN_OUTPUTS[0].ptr, 4); loss = x; }
                 else gn_to_host(&loss, *GN_OUTPUTS[0].ptr, 8);
-                printf("step %ld: %s %.9g (%.3f ms)\n", s + 1, GN_OUTPUTS[0].name, loss, dt * 1e3);
+                printf("step %ld: %s %.17g (%.3f ms)\n", s + 1, GN_OUTPUTS[0].name, loss, dt * 1e3);
             }
         }
         printf("%ld steps, %.3f ms per step\n", steps, steps ? total * 1e3 / steps : 0.0);
