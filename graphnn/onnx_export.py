@@ -437,6 +437,52 @@ _EXPORTERS = {
 }
 
 
+def _pool_of(n: Node):
+    """(x, ONNX attributes) when `n` is max pooling (max over windows of x padded with
+    -inf) or average pooling counting the padding (mean over windows of x padded with
+    0) of an (N, C, *S) array: written as one MaxPool / AveragePool node."""
+    if n.op not in ("max", "mean") or n.attrs["keepdims"] or n.inputs[0].op != "windows":
+        return None
+    win = n.inputs[0]
+    kernel, stride, dil = win.attrs["kernel"], win.attrs["stride"], win.attrs["dilation"]
+    k = len(kernel)
+    if n.attrs["axis"] is None or sorted(a % win.ndim for a in n.attrs["axis"]) != \
+            list(range(win.ndim - k, win.ndim)):
+        return None
+    x = win.inputs[0]
+    pads = [0] * (2 * k)
+    if x.op == "pad":
+        fill = -math.inf if n.op == "max" else 0.0
+        pp = x.attrs["pads"]
+        nd = x.ndim
+        if x.attrs["value"] != fill or any(pp[:nd - k]) or any(pp[nd:2 * nd - k]):
+            return None
+        pads = list(pp[nd - k:nd]) + list(pp[2 * nd - k:])
+        x = x.inputs[0]
+    if x.ndim != k + 2 or x.dtype.kind != "f" or (n.op == "mean" and any(d != 1 for d in dil)):
+        return None  # AveragePool has dilations from opset 19 only
+    attrs = {"kernel_shape": list(kernel), "strides": list(stride), "pads": pads}
+    if n.op == "max":
+        attrs["dilations"] = list(dil)
+    else:
+        attrs["count_include_pad"] = 1
+    return x, attrs
+
+
+def _live(outputs, pools) -> list[Node]:
+    """The nodes the outputs need, in topological order, reading a pooling node as a
+    function of its (unpadded) input only."""
+    seen: dict[int, Node] = {}
+    stack = list(outputs)
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen[id(n)] = n
+        stack.extend([pools[id(n)][0]] if id(n) in pools else n.inputs)
+    return sorted(seen.values(), key=lambda n: n.index)
+
+
 def _value_info(helper, name: str, node: Node):
     shape = ["batch" if d is None else d for d in node.shape]
     return helper.make_tensor_value_info(name, _DTYPES[node.dtype.name], shape)
@@ -476,12 +522,16 @@ def to_onnx(graph_or_outputs, path=None, gradients=False, name: str | None = Non
         grads = grad(loss, wrt)
         outputs += grads
         out_names += [f"grad/{p.name}" for p in wrt]
-    order = g.ancestors(outputs)
+    pools = {id(n): p for n in g.ancestors(outputs) if (p := _pool_of(n)) is not None}
+    order = _live(outputs, pools)
     w = _Writer({n.name for n in order} | set(out_names))
     inputs = []
     for n in order:
         w.node = n
-        if n.op == "input":
+        if id(n) in pools:
+            x, attrs = pools[id(n)]
+            w.add("MaxPool" if n.op == "max" else "AveragePool", [x.name], n.name, **attrs)
+        elif n.op == "input":
             inputs.append(_value_info(helper, n.name, n))
         elif n.op == "param":
             w.inits.append(w.numpy_helper.from_array(np.asarray(g.values[n.name], n.dtype), n.name))

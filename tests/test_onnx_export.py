@@ -78,6 +78,21 @@ def test_gradient_graph_survives_graphnn_onnx_graphnn(build, tmp_path):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
+def test_pooling_exports_as_onnx_pooling_ops():
+    g = gn.Graph("p", dtype="float32")
+    x = g.input("x", (None, 2, 7, 6))
+    ys = [gn.max_pool(x, (2, 2)), gn.max_pool(x, (3, 2), (2, 1), pads=(1, 1, 1, 1), dilation=(1, 2)),
+          gn.avg_pool(x, (3, 3), 1, pads=(1, 1, 1, 1), count_include_pad=True), gn.avg_pool(x, (2, 2)),
+          gn.avg_pool(x, (3, 3), 2, pads=(1, 1, 1, 1))]  # the last: padding not counted
+    m = gn.to_onnx(ys)
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("MaxPool") == 2 and ops.count("AveragePool") == 2
+    X = np.random.default_rng(2).random((3, 2, 7, 6)).astype(np.float32)
+    got, _ = _run(m, {"x": X})
+    for a, b in zip(got, gn.compile(ys)(x=X)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_export_of_a_graph_uses_its_outputs_and_scopes():
     g = gn.Graph("scoped", dtype="float32")
     x = g.input("x", (None, 3))
