@@ -199,10 +199,36 @@ def cmd_compile(args) -> int:
                 ", ".join(p.name for p in params) + ")") if params else f"loss {loss.name!r}"
         if args.outputs:
             outs += [n for n in _outputs(g, args.outputs) if n not in outs]
+    if args.backend == "cuda":
+        return _compile_cuda(g, args, outs, what)
     prog = gn.compile(outs, backend=args.backend)
     prog.save(args.output)
     print(f"compiled {what}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _compile_cuda(g, args, outs, what) -> int:
+    """backend cuda: a directory with model.cu, params.bin and a Makefile; the program
+    trains the loss with an optimizer of gn.optim (or, with --outputs, a forward-only
+    export that infers); built with nvcc when nvcc is found."""
+    if args.outputs and not args.grad:
+        prog = gn.compile(outs, backend="cuda")
+    else:
+        loss = outs[0]
+        params = [p for p in g.ancestors([loss]) if p.op == "param"]
+        opt = {"adam": gn.optim.Adam, "sgd": gn.optim.SGD}[args.optimizer](lr=args.lr)
+        prog = gn.compile([loss], backend="cuda",
+                          updates=opt.build(params, gn.grad(loss, params)) if params else None)
+        what = f"a training step of loss {loss.name!r} ({args.optimizer}, lr {args.lr})"
+    paths = prog.save(args.output, build=args.build)
+    print(f"compiled {what}")
+    for key in ("source", "params", "makefile", "executable"):
+        if key in paths:
+            print(f"wrote {paths[key]}")
+    if "executable" not in paths:
+        print("not built (nvcc or cuBLAS not found): run `make` (GPU) or `make cpu` in "
+              f"{args.output}")
     return 0
 
 
@@ -269,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--grad", action="store_true", help="compile the loss and its parameter "
                                                        "gradients (the default without --outputs)")
     c.add_argument("--loss")
+    c.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="backend cuda: the optimizer of the training program")
+    c.add_argument("--lr", type=float, default=1e-3, help="backend cuda: learning rate")
+    c.add_argument("--build", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="backend cuda: build with nvcc when found (auto), or the CPU build")
     c.add_argument("-o", "--output", required=True)
 
     t = sub.add_parser("teach", help="write a step-by-step backprop page")
