@@ -29,7 +29,7 @@ from graphnn import cudafile
 from graphnn.compile import cuda_build
 
 import differential
-from test_differential import _layer_feeds, _network
+from test_differential import LAYERS, _layer_feeds, _network
 
 CI = os.environ.get("CI") == "true"
 
@@ -44,6 +44,7 @@ def _need(tool: str) -> None:
 def cuda_cpu(outputs, **kw):
     _need("g++")
     prog = gn.compile(outputs, backend="cuda", **kw)
+    prog.cpu_flags = ("-O0",)  # builds in half the time of -O2
     prog.executable("cpu")
     return _CpuCall(prog)
 
@@ -110,7 +111,19 @@ CASES = [("mlp", "mse", "float64", "adam"), ("mlp", "cross_entropy", "float64", 
          ("mlp_relu", "bce", "float64", "momentum"), ("self_attention", "mse", "float64", "adam"),
          ("multi_head_attention", "cross_entropy", "float64", "sgd"),
          ("layer_norm", "mse", "float64", "adam"), ("mlp", "mse", "float32", "adam"),
-         ("self_attention", "mse", "float32", "adam"), ("linear_3d", "mse", "float64", "sgd")]
+         ("self_attention", "mse", "float32", "adam"), ("linear_3d", "mse", "float64", "sgd"),
+         ("conv2d", "cross_entropy", "float64", "adam"), ("conv_block", "mse", "float64", "sgd"),
+         ("conv_block", "mse", "float32", "adam"), ("block", "mse", "float64", "adam")]
+CONV_BLOCK = ((2, 6, 6), lambda x: gn.nn.Sequential(  # conv2d_grad_input: a conv after a conv
+    gn.nn.Conv2d(3, 3, padding=1, activation="relu"), gn.nn.Conv2d(2, 3, stride=2))(x))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _conv_block():
+    import test_differential
+    test_differential.LAYERS.setdefault("conv_block", CONV_BLOCK)
+    yield
+    test_differential.LAYERS.pop("conv_block", None)
 
 
 @pytest.mark.parametrize("name,loss_kind,dtype,optimizer", CASES)
@@ -122,9 +135,14 @@ def test_training_steps_equal_torch_optim(name, loss_kind, dtype, optimizer):
     differential.check_training(cuda_cpu, lambda: build()[:3], steps, optimizer)
 
 
+@pytest.mark.parametrize("name", sorted(LAYERS) + ["conv_block"])
+def test_every_layer_of_gn_nn_values_and_gradients(name):
+    test_values_and_gradients_equal_the_reference(name, "mse", "float64")
+
+
 @pytest.mark.parametrize("name,loss_kind,dtype", [("mlp", "cross_entropy", "float64"),
-                                                   ("multi_head_attention", "mse", "float64"),
-                                                   ("block", "mse", "float64")])
+                                                   ("multi_head_attention", "cross_entropy", "float64"),
+                                                   ("layer_norm", "mse", "float32")])
 def test_values_and_gradients_equal_the_reference(name, loss_kind, dtype):
     g, loss, params, out = _network(name, loss_kind, dtype)()
     rng = np.random.default_rng(5)

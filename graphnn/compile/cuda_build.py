@@ -83,7 +83,8 @@ def cpu_command(src: str, exe: str, extra=()) -> list[str]:
     c = cxx()
     if c is None:
         raise GraphError("the CPU build of a CUDA program needs a C++ compiler (g++ or c++)")
-    return [c, "-O2", "-DGN_CPU", *extra, "-x", "c++", src, "-o", exe, "-lm"]
+    opt = () if any(str(e).startswith("-O") for e in extra) else ("-O2",)
+    return [c, *opt, "-DGN_CPU", *extra, "-x", "c++", src, "-o", exe, "-lm"]
 
 
 def makefile() -> str:
@@ -133,6 +134,7 @@ class CudaProgram:
     its executable, called on files like the other targets' programs are called."""
 
     backend = "cuda"
+    cpu_flags = ("-O2",)  # the CPU build's optimization (tests use -O0: it builds faster)
 
     def __init__(self, graph, function, source: str, printer, key: str, single: bool, name: str):
         self.graph = graph
@@ -232,7 +234,7 @@ class CudaProgram:
             with open(src, "w", encoding="utf-8") as f:
                 f.write(self.source)
             exe = os.path.join(d, "model" if kind == "gpu" else "model_cpu")
-            _run(gpu_command(src, exe) if kind == "gpu" else cpu_command(src, exe),
+            _run(gpu_command(src, exe) if kind == "gpu" else cpu_command(src, exe, self.cpu_flags),
                  "building the CUDA program")
             self._exe[kind] = exe
         return self._exe[kind]

@@ -47,7 +47,7 @@ from ..fast_text import _fused_note
 # sum/mean and softmax/log_softmax, which every plan statement of theirs covers)
 C_OPS = {"reshape", "stop_gradient", "transpose", "broadcast_to", "broadcast_like", "cast",
          "zeros_like", "one_hot", "sum", "mean", "max", "count", "matmul", "softmax",
-         "log_softmax", "index", "concat"}
+         "log_softmax", "index", "concat", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 C_TYPE = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int",
           "bool": "bool"}
 FLOATS = ("float32", "float64")
@@ -481,11 +481,78 @@ class CudaPrinter(FastPrinter):
             return self.c_index(n, out)
         if op == "concat":
             return self.c_concat(n, out)
+        if op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
+            return self.c_conv(n, out)
         if op in ("softmax", "log_softmax"):
             return self.c_softmax(n, out)
         if op == "matmul":
             return self.c_matmul(n, out)
         raise GraphError(f"backend 'cuda' cannot print op {op!r} (node {n.name!r}, shape {n.shape})")
+
+    def c_conv(self, n: Node, out: str) -> list[str]:
+        """conv2d (NCHW x, OIHW w, as torch) and its two adjoints: one thread per output
+        element, a loop over what it sums (zero padding read as zeros)."""
+        (sh, sw), (ph, pw) = n.attrs["stride"], n.attrs["padding"]
+        T = _ctype(n.dtype)
+        if n.op == "conv2d":
+            x, w = n.inputs
+            _, C, H, W = x.shape
+            _, _, KH, KW = w.shape
+            lines = [f"    {T} v = 0;",
+                     f"    for (long c = 0; c < {C}; c++)",
+                     f"        for (long ki = 0; ki < {KH}; ki++) {{",
+                     f"            const long h = c2 * {sh} - {ph} + ki;",
+                     f"            if (h < 0 || h >= {H}) continue;",
+                     f"            for (long kj = 0; kj < {KW}; kj++) {{",
+                     f"                const long x = c3 * {sw} - {pw} + kj;",
+                     f"                if (x < 0 || x >= {W}) continue;",
+                     f"                v += p0[((c0 * {C} + c) * {H} + h) * {W} + x] * "
+                     f"p1[((c1 * {C} + c) * {KH} + ki) * {KW} + kj];",
+                     "            }", "        }"]
+            comment = f"conv2d, stride ({sh}, {sw}), padding ({ph}, {pw}), kernel {KH}x{KW}"
+            srcs = [x, w]
+        elif n.op == "conv2d_grad_input":
+            g, w, like = n.inputs
+            _, C, H, W = like.shape
+            O, _, KH, KW = w.shape
+            OH, OW = g.shape[2], g.shape[3]
+            lines = [f"    {T} v = 0;",
+                     f"    for (long o = 0; o < {O}; o++)",
+                     f"        for (long ki = 0; ki < {KH}; ki++) {{",
+                     f"            const long yy = c2 + {ph} - ki;",
+                     f"            if (yy < 0 || yy % {sh} || yy / {sh} >= {OH}) continue;",
+                     f"            for (long kj = 0; kj < {KW}; kj++) {{",
+                     f"                const long xx = c3 + {pw} - kj;",
+                     f"                if (xx < 0 || xx % {sw} || xx / {sw} >= {OW}) continue;",
+                     f"                v += p0[((c0 * {O} + o) * {OH} + yy / {sh}) * {OW} + xx / {sw}] * "
+                     f"p1[((o * {C} + c1) * {KH} + ki) * {KW} + kj];",
+                     "            }", "        }"]
+            comment = f"conv2d_grad_input (the adjoint of conv2d in x), stride ({sh}, {sw}), padding ({ph}, {pw})"
+            srcs = [g, w]
+        else:
+            x, g = n.inputs
+            _, C, H, W = x.shape
+            O, _, KH, KW = n.shape
+            OH, OW = g.shape[2], g.shape[3]
+            lines = [f"    {T} v = 0;",
+                     "    for (long b = 0; b < B; b++)",
+                     f"        for (long y = 0; y < {OH}; y++) {{",
+                     f"            const long h = y * {sh} - {ph} + c2;",
+                     f"            if (h < 0 || h >= {H}) continue;",
+                     f"            for (long xo = 0; xo < {OW}; xo++) {{",
+                     f"                const long x = xo * {sw} - {pw} + c3;",
+                     f"                if (x < 0 || x >= {W}) continue;",
+                     f"                v += p0[((b * {C} + c1) * {H} + h) * {W} + x] * "
+                     f"p1[((b * {O} + c0) * {OH} + y) * {OW} + xo];",
+                     "            }", "        }"]
+            if x.shape[0] is not None:
+                lines[1] = f"    for (long b = 0; b < {x.shape[0]}; b++)"
+            comment = f"conv2d_grad_weight (the adjoint of conv2d in w), stride ({sh}, {sw}), padding ({ph}, {pw})"
+            srcs = [x, g]
+        if None in n.shape[1:] or any(d is None for s in srcs for d in s.shape[1:]):
+            raise GraphError(f"backend 'cuda' cannot print op {n.op!r} (node {n.name!r}): "
+                             "only the batch axis may be unknown")
+        return self.c_index_map(n.op, comment, n, out, lines, srcs)
 
     def c_index(self, n: Node, out: str) -> list[str]:
         x = n.inputs[0]
