@@ -242,7 +242,7 @@ def test_the_executable_trains_and_writes_a_loadable_model(xor_program, tmp_path
                         "--lr", "0.05", "--out", str(out)], capture_output=True, text=True,
                        timeout=60, cwd=d)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"^50 steps, [\d.]+ ms per step$", r.stdout, re.M)
+    assert re.search(r"^50 steps, [\d.e+-]+ ms per step$", r.stdout, re.M)
     trained = prog.read_params(out)
     assert set(trained) == {p.name for p in prog.params}
     assert int(trained["optim/step"]) == 50

@@ -1155,10 +1155,10 @@ int main(int argc, char** argv) {
                 double loss = 0;
                 if (GN_OUTPUTS[0].dtype == GN_FLOAT32) { float x; gn_to_host(&x, *GN_OUTPUTS[0].ptr, 4); loss = x; }
                 else gn_to_host(&loss, *GN_OUTPUTS[0].ptr, 8);
-                printf("step %ld: %s %.17g (%.3f ms)\n", s + 1, GN_OUTPUTS[0].name, loss, dt * 1e3);
+                printf("step %ld: %s %.17g (%.4g ms)\n", s + 1, GN_OUTPUTS[0].name, loss, dt * 1e3);
             }
         }
-        printf("%ld steps, %.3f ms per step\n", steps, steps ? total * 1e3 / steps : 0.0);
+        printf("%ld steps, %.4g ms per step\n", steps, steps ? total * 1e3 / steps : 0.0);
         return gn_write(out, GN_KIND_PARAMS, GN_HASH_PARAMS, GN_PARAMS, GN_N_PARAMS, 0) ? 0 : 4;
     }
     gn_step(B, run ? 1 : 0);
