@@ -26,6 +26,7 @@ not implement (the message names op, node and opset; nothing is approximated).
 from __future__ import annotations
 
 import ast
+import math
 import os
 from typing import Any
 
@@ -96,6 +97,7 @@ def load_model(model) -> Any:
     """A ModelProto from a path, bytes or a ModelProto; FormatError for anything else."""
     onnx = _onnx()
     if isinstance(model, onnx.ModelProto):
+        _check_strings(model)
         return model
     try:
         if isinstance(model, (bytes, bytearray)):
@@ -112,7 +114,27 @@ def load_model(model) -> Any:
         raise FormatError(f"not an ONNX model (protobuf does not decode): {e}") from None
     if not m.HasField("graph"):
         raise FormatError("not an ONNX model: it has no graph")
+    _check_strings(m)
     return m
+
+
+def _check_strings(message) -> None:
+    """Every string field is text: protobuf hands undecodable ones back as bytes."""
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        for fd, value in msg.ListFields():
+            values = value if _repeated(fd) else [value]
+            if fd.type == fd.TYPE_MESSAGE:
+                stack.extend(values)
+            elif fd.type == fd.TYPE_STRING and any(not isinstance(v, str) for v in values):
+                raise FormatError(f"ONNX field {fd.name!r} of a {msg.DESCRIPTOR.name} is not "
+                                  f"valid UTF-8 text")
+
+
+def _repeated(fd) -> bool:
+    rep = getattr(fd, "is_repeated", None)  # protobuf >= 5 (label is deprecated there)
+    return rep if isinstance(rep, bool) else fd.label == fd.LABEL_REPEATED
 
 
 class Importer:
@@ -280,7 +302,16 @@ class Importer:
                                      f"input or an initializer (dangling name or a cycle)")
                 else:
                     ins.append(self.values[i])
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            need = onnx_ops.MIN_INPUTS.get(node.op_type, 1)
+            if callable(need):
+                need = need(self.opset)
+            if len(ins) < need or any(v is None for v in ins[:need]):
+                raise self.error(f"needs {need} input(s), got {[_short(i) for i in node.input]}")
+            try:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            except Exception as e:  # an attribute of an unknown or inconsistent type
+                raise self.error(f"attribute does not decode: {e}") from None
+            before = len(self.g)
             with self.g.provenance(scope=_scope(node)):
                 try:
                     outs = handler(self, ins, attrs)
@@ -288,8 +319,13 @@ class Importer:
                     raise
                 except GraphnnError as e:
                     raise self.error(str(e)) from None
-                except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as e:
+                except (ValueError, TypeError, LookupError, ArithmeticError, AttributeError,
+                        MemoryError) as e:  # a malformed node the handler did not foresee
                     raise self.error(f"{type(e).__name__}: {e}") from None
+            for n in self.g._order[before:]:  # what this node built (nodes are only appended)
+                known = [d for d in n.shape if d is not None]
+                if any(d > MAX_ELEMENTS for d in known) or math.prod(known) > MAX_ELEMENTS:
+                    raise self.error(f"absurd shape {n.shape} (limit {MAX_ELEMENTS} elements)")
             wanted = [o for o in node.output]
             if len([o for o in wanted if o]) > len(outs) and any(
                     o for o in wanted[len(outs):]):

@@ -16,6 +16,15 @@ from .onnx_import import BATCH, BatchTimes
 from .ops import api
 
 HANDLERS: dict = {}
+# inputs an op cannot do without (the default is 1); a callable takes the opset
+MIN_INPUTS = {
+    **{n: 2 for n in ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Greater", "Less",
+                      "GreaterOrEqual", "LessOrEqual", "MatMul", "Gemm", "Conv", "ConvTranspose",
+                      "Gather", "Expand", "Tile", "PRelu", "CastLike", "LayerNormalization")},
+    "Where": 3, "BatchNormalization": 5, "InstanceNormalization": 3, "Range": 3,
+    "Reshape": lambda opset: 1 if opset < 5 else 2, "Slice": lambda opset: 1 if opset < 10 else 3,
+    "Pad": lambda opset: 1 if opset < 11 else 2, "Constant": 0,
+}
 
 
 def op(*names):
@@ -62,6 +71,13 @@ def _ints(ctx, v, what: str, allow_batch: bool = False) -> list:
         else:
             raise ctx.error(f"{what} must be integers, got {a!r}")
     return out
+
+
+def _axis(ctx, axis, nd: int) -> int:
+    """An ONNX axis (negative counts from the end) checked against the rank."""
+    if not isinstance(axis, (int, np.integer)) or not -nd <= axis < max(nd, 1) or nd == 0:
+        raise ctx.error(f"axis {axis!r} is out of range for a rank-{nd} value")
+    return int(axis) % nd
 
 
 def _nodes(ctx, vs):
@@ -413,7 +429,7 @@ def _squeeze(ctx, ins, attrs):
     s = _shape_of(x)
     if axes is None:
         axes = [k for k, d in enumerate(s) if d == 1]
-    axes = [a % len(s) for a in axes]
+    axes = [_axis(ctx, a, len(s)) for a in axes]
     if any(s[a] != 1 for a in axes):
         raise ctx.error(f"cannot squeeze axes {axes} of {s}")
     target = [None if d is BATCH else d for k, d in enumerate(s) if k not in axes]
@@ -428,7 +444,7 @@ def _unsqueeze(ctx, ins, attrs):
     x = ins[0]
     s = [None if d is BATCH else d for d in _shape_of(x)]
     nd = len(s) + len(axes)
-    axes = sorted(a % nd for a in axes)
+    axes = sorted(_axis(ctx, a, nd) for a in axes)
     for a in axes:
         s.insert(a, 1)
     if not isinstance(x, Node):
@@ -455,7 +471,7 @@ def _split(ctx, ins, attrs):
     at = _take(ctx, attrs, {"axis": 0, "split": None, "num_outputs": None})
     x = ins[0]
     s = _shape_of(x)
-    ax = at["axis"] % len(s)
+    ax = _axis(ctx, at["axis"], len(s))
     size = s[ax]
     if size is BATCH:
         raise ctx.unsupported("splitting the batch axis")
@@ -514,7 +530,7 @@ def _gather(ctx, ins, attrs):
     at = _take(ctx, attrs, {"axis": 0})
     x, idx = ins
     s = _shape_of(x)
-    ax = at["axis"] % len(s)
+    ax = _axis(ctx, at["axis"], len(s))
     if _folded(x, idx):
         return [np.take(np.asarray(x), np.asarray(idx).astype(np.int64), axis=ax)]
     if not isinstance(idx, Node):
@@ -605,7 +621,7 @@ def _softmax(fn):
     def handler(ctx, ins, attrs):
         x = ctx.node_of(ins[0])
         at = _take(ctx, attrs, {"axis": -1 if ctx.opset >= 13 else 1})
-        ax = at["axis"] % x.ndim
+        ax = _axis(ctx, at["axis"], x.ndim)
         if ctx.opset >= 13 or ax == x.ndim - 1:
             return [fn(x, axis=ax)]
         # opsets < 13: softmax over all axes from `axis` on, as one row

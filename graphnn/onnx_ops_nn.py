@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .graph import Node
-from .onnx_ops import _ints, _nodes, _take, op
+from .onnx_ops import _axis, _ints, _nodes, _take, op
 from .ops import api, pooling
 
 
@@ -113,7 +113,8 @@ def _pad(ctx, ins, attrs):
     if axes is not None:
         full = [0] * (2 * nd)
         for k, a in enumerate(axes):
-            full[a % nd], full[a % nd + nd] = pads[k], pads[k + len(axes)]
+            a = _axis(ctx, a, nd)
+            full[a], full[a + nd] = pads[k], pads[k + len(axes)]
         pads = full
     if len(pads) != 2 * nd:
         raise ctx.error(f"pads {pads} for a {nd}-d input")
@@ -153,7 +154,7 @@ def _batch_norm(ctx, ins, attrs):
 def _layer_norm(ctx, ins, attrs):
     at = _take(ctx, attrs, {"axis": -1, "epsilon": 1e-5, "stash_type": 1})
     x = ctx.node_of(ins[0])
-    ax = at["axis"] % x.ndim
+    ax = _axis(ctx, at["axis"], x.ndim)
     axes = tuple(range(ax, x.ndim))
     mu = api.mean(x, axis=axes, keepdims=True)
     d = x - mu

@@ -113,3 +113,74 @@ def test_a_small_model_imports_with_names_scopes_and_batch():
     np.testing.assert_allclose(y, np.maximum(X @ np.arange(6).reshape(2, 3).T + 1, 0))
     assert all(p.op == "const" for p in gn.from_onnx(m, trainable=False).nodes
                if p.name in ("W", "b"))
+
+
+def _fuzz_model():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([0, 2], np.int64), "idx"),
+             numpy_helper.from_array(np.array([-1, 2], np.int64), "shape"),
+             numpy_helper.from_array(rng.normal(size=(2, 1, 2, 2)).astype(np.float32), "k")]
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="/fc/Gemm", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="/act/Relu"),
+             helper.make_node("Gather", ["r", "idx"], ["gth"], axis=1),
+             helper.make_node("Reshape", ["gth", "shape"], ["y"]),
+             helper.make_node("MaxPool", ["x4"], ["mp"], kernel_shape=[2, 2], pads=[1, 1, 0, 0]),
+             helper.make_node("Conv", ["mp", "k"], ["cv"], group=1)]
+    return _model(nodes, inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+                                 helper.make_tensor_value_info("x4", TensorProto.FLOAT, ["N", 1, 5, 5])],
+                  outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("cv", TensorProto.FLOAT, None)], inits=inits)
+
+
+def _import_and_run(model):
+    try:
+        g = gn.from_onnx(model)
+    except gn.FormatError:
+        return
+    feeds = {i.name: np.ones(tuple(2 if d is None else d for d in i.shape), np.float32)
+             for i in g.inputs}
+    try:
+        gn.compile(g.outputs)(**feeds)
+    except gn.GraphnnError:
+        pass
+
+
+def test_mutated_files_give_format_errors_only():
+    """Random byte edits of a valid file and random edits of its fields (attribute and
+    dimension values, initializer entries, input names): import raises FormatError or
+    gives a graph that compiles and runs; never another exception."""
+    base = _fuzz_model()
+    data = base.SerializeToString()
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        b = bytearray(data)
+        pos = int(rng.integers(0, len(b)))
+        if rng.integers(0, 2):
+            b[pos] = int(rng.integers(0, 256))
+        else:
+            del b[pos:pos + int(rng.integers(1, 8))]
+        with np.errstate(all="ignore"):
+            _import_and_run(bytes(b))
+    vals = [-(1 << 40), -7, -1, 0, 1, 2, 5, 1 << 40]
+    for _ in range(300):
+        m = onnx.ModelProto()
+        m.CopyFrom(base)
+        n = m.graph.node[int(rng.integers(0, len(m.graph.node)))]
+        what = int(rng.integers(0, 3))
+        if what == 0 and n.attribute:
+            a = n.attribute[int(rng.integers(0, len(n.attribute)))]
+            if a.ints:
+                a.ints[int(rng.integers(0, len(a.ints)))] = int(rng.choice(vals))
+            else:
+                a.i = int(rng.choice(vals))
+        elif what == 1:
+            n.input[int(rng.integers(0, len(n.input)))] = str(rng.choice(["x", "h", "y", "zz", "", "cv"]))
+        else:
+            vi = m.graph.input[int(rng.integers(0, 2))]
+            dims = vi.type.tensor_type.shape.dim
+            dims[int(rng.integers(0, len(dims)))].dim_value = int(rng.choice(vals))
+        with np.errstate(all="ignore"):
+            _import_and_run(m)
+    with pytest.raises(gn.FormatError, match="UTF-8"):
+        gn.from_onnx(data.replace(b"/fc/Gemm", b"/fc/\xffemm"))
