@@ -184,3 +184,23 @@ def test_mutated_files_give_format_errors_only():
             _import_and_run(m)
     with pytest.raises(gn.FormatError, match="UTF-8"):
         gn.from_onnx(data.replace(b"/fc/Gemm", b"/fc/\xffemm"))
+
+
+def test_hostile_names_stay_names(tmp_path):
+    """Tensor, node and graph names from the file are node names and scopes only: the
+    program compiles, runs and saves whatever they say."""
+    evil = ['x"); import os #', "h\n= 1", "__import__('os')", "y}{", "λ é\u202e"]
+    nodes = [helper.make_node("Relu", [evil[0]], [evil[1]], name="/a'b/\\c/Relu"),
+             helper.make_node("Tanh", [evil[1]], [evil[2]], name="/" + evil[3] + "/Tanh"),
+             helper.make_node("Neg", [evil[2]], [evil[4]])]
+    m = _model(nodes, inputs=[helper.make_tensor_value_info(evil[0], TensorProto.FLOAT, ["N", 2])],
+               outputs=[helper.make_tensor_value_info(evil[4], TensorProto.FLOAT, None)])
+    m.graph.name = "g'''\"\"\"\n"
+    g = gn.from_onnx(m)
+    assert [i.name for i in g.inputs] == [evil[0]] and g.outputs[0].name == evil[4]
+    X = np.array([[-1.0, 2.0]], np.float32)
+    prog = gn.compile(g.outputs)
+    np.testing.assert_allclose(prog(**{evil[0]: X})[0], -np.tanh(np.maximum(X, 0)))
+    prog.save(tmp_path / "p.py")
+    again = gn.to_onnx(g)
+    assert again.graph.output[0].name == evil[4]
