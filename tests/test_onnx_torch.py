@@ -86,3 +86,35 @@ def test_imported_mlp_runs_in_the_cuda_targets_cpu_build(exported):
     got = gn.compile(outs, backend="cuda")(device="cpu", x=X)
     for a, b in zip(got, gn.compile(outs)(x=X)):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_lookup_imports_with_gradients(tmp_path):
+    """Gather with indices fed at run time (an nn.Embedding) is the take op: values and
+    the embedding table's gradient (take_adjoint) equal torch's."""
+    import warnings
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, t):
+            return self.fc(self.emb(t)).mean(1)
+
+    torch.manual_seed(0)
+    m = Bag().to(torch.float32).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.tensor([[1, 2, 9], [0, 0, 3]]),), str(tmp_path / "bag.onnx"),
+                          input_names=["t"], dynamic_axes={"t": {0: "b"}}, external_data=False,
+                          optimize=False, verbose=False)
+    g = gn.from_onnx(tmp_path / "bag.onnx")
+    assert g.inputs[0].shape == (None, 3) and g.inputs[0].dtype == np.int64
+    T = np.array([[1, 2, 9], [0, 0, 3], [5, 5, 7]])
+    got, = gn.compile(g.outputs)(t=T)
+    np.testing.assert_allclose(got, m(torch.tensor(T)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    ge, = gn.grad(api.sum(g.outputs[0] * g.outputs[0]), [g["emb.weight"]])
+    (m(torch.tensor(T)) ** 2).sum().backward()
+    np.testing.assert_allclose(gn.compile([ge])(t=T)[0], m.emb.weight.grad.numpy(), rtol=1e-5,
+                               atol=1e-6)
