@@ -119,6 +119,37 @@ def matmul_floor(args, cp):
     return step
 
 
+def cuda_executable(args) -> dict:
+    """The same step as a standalone CUDA program (backend 'cuda'): built with nvcc and
+    cuBLAS (the CPU build under --standin), trained by `./model train`; its own timing
+    (synchronized around every step), the first step left out."""
+    import re
+    import tempfile
+    import graphnn as gn
+    from graphnn.compile import cuda_build
+    g, loss, params, _ = build(args.width, args.layers)
+    prog = gn.compile([loss], backend="cuda",
+                      updates=gn.optim.Adam(lr=1e-4).build(params, gn.grad(loss, params)))
+    steps = 1 + args.steps * args.rounds
+    try:
+        with tempfile.TemporaryDirectory(prefix="graphnn-bench-") as d:
+            paths = prog.save(d, build="cpu" if args.standin else "gpu")
+            X, Y = data(args.width, args.batch)
+            prog.write_data(os.path.join(d, "data.bin"), {"x": X, "y": Y})
+            r = subprocess.run([paths["executable"], "train", "--data", "data.bin", "--steps",
+                                str(steps), "--out", "trained.bin"], cwd=d, capture_output=True,
+                               text=True, timeout=300)
+    except Exception as e:  # no nvcc or cuBLAS on this machine: say so in the report
+        return {"skipped": f"{type(e).__name__}: {str(e)[:400]}"}
+    if r.returncode:
+        return {"failed": r.returncode, "stderr": r.stderr[-1000:]}
+    first = re.search(r"^step 1: \S+ (\S+)", r.stdout, re.M)
+    per = re.search(r"\(([\d.e+-]+) ms per step after the first\)", r.stdout)
+    return {"loss_first_step": float(first.group(1)) if first else None,
+            "seconds_per_step": float(per.group(1)) / 1e3 if per else None,
+            "launches_per_step": prog.launches, "kernels": len(prog.kernels), "steps": steps}
+
+
 def run_one(args) -> dict:
     """One TF32 setting, in this process."""
     if args.standin:
@@ -191,9 +222,22 @@ def main() -> None:
             raise SystemExit(out.stderr[-3000:])
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     dev = device_name(args.standin)
+    exe = cuda_executable(args)
     report = {"device": dev, "width": args.width, "batch": args.batch, "layers": args.layers,
               "dtype": "float32", "optimizer": "Adam", "python": platform.python_version(),
-              "results": results}
+              "results": results, "cuda_executable": exe}
+    off = results[0]
+    if exe.get("seconds_per_step"):  # TF32 off: cuBLAS's default math, as the program runs
+        exe["over_torch_tf32_off"] = exe["seconds_per_step"] / off["torch_s"]
+        exe["over_matmuls_tf32_off"] = exe["seconds_per_step"] / off["matmul_only_s"]
+        exe["loss_rel_diff_vs_torch"] = abs(exe["loss_first_step"] - off["loss_torch"]) / \
+            max(abs(off["loss_torch"]), 1e-30)
+        print(f"CUDA executable (TF32 off): {exe['seconds_per_step'] * 1e3:.2f} ms per step -> "
+              f"{exe['over_torch_tf32_off']:.2f}x torch eager (target <= 1), "
+              f"{exe['over_matmuls_tf32_off']:.2f}x matmuls alone (target <= 1.3); "
+              f"{exe['launches_per_step']} launches per step")
+    else:
+        print("CUDA executable:", exe)
     for r in results:
         print(f"TF32 {'on ' if r['tf32'] else 'off'}: graphnn {r['graphnn_s'] * 1e3:.2f} ms, "
               f"torch eager {r['torch_s'] * 1e3:.2f} ms, matmuls alone {r['matmul_only_s'] * 1e3:.2f} ms"
