@@ -117,6 +117,18 @@ def test_an_empty_constant_keeps_its_shape(target):
     check_program(target, outs, [{"x": np.ones((2, 1, 3))}])
 
 
+def test_the_mean_over_an_empty_axis_and_its_gradient(target):
+    """Found by make fuzz: SymPy folded the gradient's 1/0 to zoo, which no printer
+    prints; zero stays a leaf, and the values are NumPy's (nan), as in the plain program."""
+    g = gn.Graph("empty_mean")
+    x = g.input("x", (3, 1))
+    p = g.param("p", (2, 3), seed=0)
+    m = gn.mean(x[:, 1:], axis=-1, keepdims=True)
+    loss = gn.sum(m * 2.0) + gn.sum(gn.tanh(p))
+    with np.errstate(all="ignore"):
+        check_program(target, [m, loss, *gn.grad(loss, [x, p])], [{"x": np.ones((3, 1))}])
+
+
 def test_c_transpose_is_printed_by_its_axes(target):
     g = gn.Graph("C")
     p = g.param("p", value=np.arange(6.).reshape(2, 3))

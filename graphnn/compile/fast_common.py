@@ -70,10 +70,12 @@ def _call_cost(line: str, fmt: dict, full: set[str]) -> float:
 
 
 def _small_int_const(n: Node):
-    """The value of a constant whose elements all equal one small integer, else None."""
+    """The value of a constant whose elements all equal one small nonzero integer, else
+    None. Zero stays a leaf: SymPy would fold a division by it to `zoo`, where NumPy
+    gives +-inf or nan element by element (the mean over an empty axis)."""
     if n.op != "const" or n.value.size == 0 or n.value.size > 64 or n.value.dtype.kind not in "fiu":
         return None
     v = n.value.flat[0]
-    if not np.all(n.value == v) or v != int(v) or abs(v) > 16:
+    if not np.all(n.value == v) or v != int(v) or abs(v) > 16 or v == 0:
         return None
     return int(v)
