@@ -212,6 +212,8 @@ def _hostile(raw: bytes) -> dict[str, bytes]:
     return {"magic": b"NOTGNTNS" + raw[8:], "truncated": raw[:-5], "header": raw[:30],
             "empty": b"", "count": raw[:16] + struct.pack("<I", 1 << 30) + raw[20:],
             "batch": raw[:40] + struct.pack("<Q", (1 << 62)) + raw[48:],
+            "batch_big": raw[:40] + struct.pack("<Q", (1 << 31)) + raw[48:],  # in range, wrong size
+            "batch_zero": raw[:40] + struct.pack("<Q", 0) + raw[48:],
             "extra": raw + b"\0" * 16, "hash": raw[:24] + b"0" * 16 + raw[40:],
             "version": raw[:8] + struct.pack("<I", 99) + raw[12:]}
 
@@ -222,7 +224,10 @@ def test_hostile_files_are_refused_cleanly_under_valgrind(xor_program, tmp_path,
     prog, d, paths, data = xor_program
     exe = paths["executable"]
     good = {"params": d / "params.bin", "data": data}
-    for what, bad in _hostile(good[which].read_bytes()).items():
+    cases = _hostile(good[which].read_bytes())
+    if which == "params":  # parameters have no batch axis: 0 is their batch field
+        del cases["batch_zero"]
+    for what, bad in cases.items():
         f = tmp_path / f"{which}_{what}.bin"
         f.write_bytes(bad)
         files = dict(good, **{which: f})

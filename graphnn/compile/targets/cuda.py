@@ -356,9 +356,8 @@ class CudaPrinter(FastPrinter):
         count = count_code(rshape) if rshape else "1"
         if how == "max":
             fn = "gn_maxf" if dt == "float32" else "gn_max"
-            init, step = f"({T})p0[{' + '.join(base) or '0'}{' + ' if inner else ''}{(' + '.join(inner)) if inner else ''}]", f"acc = {fn}(acc, ({T})p0[base + {' + '.join(inner) or '0'}]);"
-            init = f"({T})p0[base]"
-            final = "acc"
+            step = f"acc = {fn}(acc, ({T})p0[base + {' + '.join(inner) or '0'}]);"
+            init, final = f"({T})p0[base]", "acc"
         else:
             init, step = f"({T})0", f"acc += ({T})p0[base + {' + '.join(inner) or '0'}];"
             final = f"acc / ({T}){count}" if how == "mean" else "acc"
@@ -366,13 +365,40 @@ class CudaPrinter(FastPrinter):
                  f"    for (long r = {'1' if how == 'max' else '0'}; r < {count}; r++) {step}",
                  f"    o0[o] = {final};"]
         key = ("reduce", X, T, tuple(lines))
+        name_ph = "@NAME@"
+        fn = "gn_maxf" if dt == "float32" else "gn_max"
+
+        full = not kshape  # one output: on the GPU a block of threads shares the loop
+        idx = " + ".join(inner) or "0"
+        combine = f"{fn}(part[t], part[t + s])" if how == "max" else "part[t] + part[t + s]"
+        gpu = [
+            "#ifdef GN_CPU",
+            f"__global__ void {name_ph}_kernel(long n, long B, const {X}* p0, {T}* o0) {{",
+            f"    GN_FOR_EACH(o, n) {name_ph}_at(o, B, p0, o0);", "}",
+            "#else",
+            f"/* one block of GN_THREADS threads: a strided partial {how} each, then a tree */",
+            f"__global__ void {name_ph}_kernel(long n, long B, const {X}* p0, {T}* o0) {{",
+            f"    __shared__ {T} part[GN_THREADS];",
+            "    const int t = threadIdx.x;",
+            f"    {T} acc = {('(' + T + ')p0[0]') if how == 'max' else '(' + T + ')0'};",
+            f"    for (long r = t; r < {count}; r += blockDim.x) "
+            + (f"acc = {fn}(acc, ({T})p0[{idx}]);" if how == "max" else f"acc += ({T})p0[{idx}];"),
+            "    part[t] = acc;",
+            "    __syncthreads();",
+            "    for (int s = blockDim.x / 2; s > 0; s >>= 1) {",
+            f"        if (t < s) part[t] = {combine};",
+            "        __syncthreads();", "    }",
+            f"    if (t == 0) o0[0] = {('part[0] / (' + T + ')' + count) if how == 'mean' else 'part[0]'};",
+            "}", "#endif"] if full else [
+            f"__global__ void {name_ph}_kernel(long n, long B, const {X}* p0, {T}* o0) {{",
+            f"    GN_FOR_EACH(o, n) {name_ph}_at(o, B, p0, o0);", "}"]
+        key = key + (full,)
 
         def make(name):
             return "\n".join([
                 f"/* {name}: {how} of a {_ccomment(str(x.shape))} array over axes {list(axes)} */",
                 f"GN_FN void {name}_at(long o, long B, const {X}* p0, {T}* o0) {{", *lines, "}",
-                f"__global__ void {name}_kernel(long n, long B, const {X}* p0, {T}* o0) {{",
-                f"    GN_FOR_EACH(o, n) {name}_at(o, B, p0, o0);", "}"])
+                *[ln.replace(name_ph, name) for ln in gpu]])
         kname = self._define(key, f"{how}_{len(axes)}axes", "reduction", make)
         return [self.launch(kname, count_code(kshape) if kshape else "1", [self.ptr(x), self.c(out)])]
 
@@ -718,7 +744,7 @@ class CudaPrinter(FastPrinter):
             counts.append(f"// {self.note(n)[2:]}".replace("\\", "/"))
             counts.append(f"gn_set_scalar({self.ptr(n)}, ({_ctype(n.dtype)})"
                           f"{count_code(tuple(x.shape[a] for a in axes)) if axes else '1'});")
-        body = counts + body
+        self.alloc_counts = counts
         # the update: snapshots, flat-buffer copies, group kernels, plain updates, deferred
         tail: list[str] = []
         for text, v in self._snapshots():
@@ -851,6 +877,7 @@ class CudaPrinter(FastPrinter):
             L.append(f"    {ident} = {base} + {off};")
         for ident, n in self.c_consts.items():
             L.append(f"    gn_to_device({self.c(ident)}, {self.c(ident)}_host, sizeof({self.c(ident)}_host));")
+        L += ["    " + ln for ln in getattr(self, "alloc_counts", [])]
         L += ["    return 1;", "}", ""]
         # tensor tables
         def table(name, nodes):
@@ -937,8 +964,9 @@ static void gn_fail(const char* what, const char* detail) {
 }
 #define GN_CUDA(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) gn_fail(#call, cudaGetErrorString(e_)); } while (0)
 #define GN_CUBLAS(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) gn_fail(#call, "cuBLAS status"); } while (0)
-static int gn_blocks(long n) { long b = (n + 255) / 256; return (int)(b < 65535 ? (b > 0 ? b : 1) : 65535); }
-#define GN_LAUNCH(kernel, n, ...) do { if ((n) > 0) { kernel<<<gn_blocks(n), 256>>>((n), __VA_ARGS__); \
+#define GN_THREADS 256
+static int gn_blocks(long n) { long b = (n + GN_THREADS - 1) / GN_THREADS; return (int)(b < 65535 ? (b > 0 ? b : 1) : 65535); }
+#define GN_LAUNCH(kernel, n, ...) do { if ((n) > 0) { kernel<<<gn_blocks(n), GN_THREADS>>>((n), __VA_ARGS__); \
                                         GN_CUDA(cudaGetLastError()); } } while (0)
 static void* gn_malloc(size_t bytes) { void* p = NULL; if (cudaMalloc(&p, bytes) != cudaSuccess) return NULL;
                                        GN_CUDA(cudaMemset(p, 0, bytes)); return p; }
@@ -1033,22 +1061,32 @@ static long gn_open(const char* path, int kind, const char* hash, int count, int
     return (long)B;
 }
 
-/* read the tensors of a checked file into their buffers: every size checked first */
-static int gn_read(const char* path, int kind, const char* hash, gn_tensor* t, int count, long B_expected) {
+/* open a tensor file and check its header and exact size (before anything is
+   allocated for it); returns its batch size (0: none) or -1, the file at the tensors */
+static long gn_check(const char* path, int kind, const char* hash, gn_tensor* t, int count, FILE** out) {
     FILE* f = NULL; long size = 0;
     long B = gn_open(path, kind, hash, count, gn_has_batch(t, count), &f, &size);
-    if (B < 0) return 0;
-    if (gn_has_batch(t, count) && B != B_expected) { fprintf(stderr, "model: %s: batch size %ld, expected %ld\n", path, B, B_expected); fclose(f); return 0; }
+    if (B < 0) return -1;
     size_t total = GN_HEADER; int ok = 1;
     for (int k = 0; k < count; k++) {
         size_t b = gn_bytes(&t[k], B, &ok);
-        if (!ok || total > SIZE_MAX - b) { fprintf(stderr, "model: %s: tensor sizes overflow\n", path); fclose(f); return 0; }
+        if (!ok || total > SIZE_MAX - b) { fprintf(stderr, "model: %s: tensor sizes overflow\n", path); fclose(f); return -1; }
         total += b;
     }
     if ((size_t)size != total) {
         fprintf(stderr, "model: %s: %ld bytes, the declared tensors need %zu (wrong sizes or truncated)\n", path, size, total);
-        fclose(f); return 0;
+        fclose(f); return -1;
     }
+    *out = f;
+    return B;
+}
+
+/* read the tensors of a checked file into their buffers */
+static int gn_read(const char* path, int kind, const char* hash, gn_tensor* t, int count, long B_expected) {
+    FILE* f = NULL; int ok = 1;
+    long B = gn_check(path, kind, hash, t, count, &f);
+    if (B < 0) return 0;
+    if (gn_has_batch(t, count) && B != B_expected) { fprintf(stderr, "model: %s: batch size %ld, expected %ld\n", path, B, B_expected); fclose(f); return 0; }
     for (int k = 0; k < count; k++) {
         size_t b = gn_bytes(&t[k], B, &ok);
         void* host = malloc(b ? b : 1);
@@ -1127,8 +1165,8 @@ int main(int argc, char** argv) {
     long B = 0;
     if (GN_N_INPUTS > 0) {
         if (!data) { fprintf(stderr, "model: --data is required (inputs: %s ...)\n", GN_INPUTS[0].name); return 2; }
-        FILE* f = NULL; long size = 0;
-        B = gn_open(data, GN_KIND_DATA, GN_HASH_DATA, GN_N_INPUTS, gn_has_batch(GN_INPUTS, GN_N_INPUTS), &f, &size);
+        FILE* f = NULL;
+        B = gn_check(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, &f);
         if (B < 0) return 4;
         fclose(f);
     }
