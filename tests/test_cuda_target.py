@@ -348,3 +348,23 @@ def test_cli_writes_and_builds_the_program_directory(tmp_path):
     loss_now, = cudafile.read(d / "loss.bin", "outputs", [g["loss"]], "float64")
     want = gn.compile(loss)(x=X, y=Y)
     np.testing.assert_allclose(loss_now, want, rtol=1e-12)  # infer: params.bin, no update
+
+
+def test_layout_ops_and_their_gradients_equal_the_reference():
+    """Slices (negative index, reversed step, new axis), concat, a 3-d transpose, max over an
+    axis, broadcast_to, reshape and the scatter of their gradients."""
+    g = gn.Graph("layout", seed=0)
+    x = g.input("x", (None, 3, 4))
+    W = g.param("W", (4, 5))
+    a = x[:, 1:, ::2]
+    r = x[:, -1, ::-1][:, None, :]
+    b = x[:, 0, :]
+    c = gn.concat([b, b * 2.0, r.reshape(-1, 4)], axis=1)
+    t = x.transpose((0, 2, 1))
+    m = gn.max(t, axis=2)
+    bc = gn.broadcast_to(W.sum(axis=1, keepdims=True).T, (3, 4))
+    s = (c.sum() + a.sum() + (m @ W).sum() + gn.tanh(t).mean(axis=(1, 2)).sum()
+         + (gn.sigmoid(x[:, :, 1:3]) * 3.0).sum() + bc.sum())
+    outs = [s, c, m, bc, *gn.grad(s, [x, W])]
+    rng = np.random.default_rng(0)
+    differential.check_program(cuda_cpu, outs, [{"x": rng.normal(size=(b_, 3, 4))} for b_ in (3, 2)])

@@ -47,7 +47,7 @@ from ..fast_text import _fused_note
 # sum/mean and softmax/log_softmax, which every plan statement of theirs covers)
 C_OPS = {"reshape", "stop_gradient", "transpose", "broadcast_to", "broadcast_like", "cast",
          "zeros_like", "one_hot", "sum", "mean", "max", "count", "matmul", "softmax",
-         "log_softmax", "index", "concat", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+         "log_softmax", "index", "concat", "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "scatter"}
 C_TYPE = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int",
           "bool": "bool"}
 FLOATS = ("float32", "float64")
@@ -70,7 +70,7 @@ def supports(n: Node) -> str | None:
             return "batch dimensions broadcast against each other"
     if n.op in ("softmax", "log_softmax") and n.dtype.name not in FLOATS:
         return "softmax of a non-float array"
-    if n.op == "index" and any(e[0] not in ("s", "i", "n") for e in n.attrs["index"]):
+    if n.op in ("index", "scatter") and any(e[0] not in ("s", "i", "n") for e in n.attrs["index"]):
         return "an index entry it cannot print"
     return None
 
@@ -505,6 +505,8 @@ class CudaPrinter(FastPrinter):
                                     n, out, [f"    const {T} v = p0[{' + '.join(terms) or '0'}];"], [x])
         if op == "index":
             return self.c_index(n, out)
+        if op == "scatter":
+            return self.c_scatter(n, out)
         if op == "concat":
             return self.c_concat(n, out)
         if op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
@@ -615,6 +617,50 @@ class CudaPrinter(FastPrinter):
             xd += 1
         return self.c_index_map("index", f"slice of {_ccomment(str(x.shape))}", n, out,
                                 [f"    const {T} v = p0[{' + '.join(terms) or '0'}];"], [x])
+
+    def c_scatter(self, n: Node, out: str) -> list[str]:
+        """Zeros shaped like the 2nd input with the 1st (broadcast to the index result)
+        written at [index]: each output element finds whether the index selects it."""
+        g, like = n.inputs
+        T = _ctype(n.dtype)
+        conds, rcoords, rshape, xd = [], [], [], 0
+        for e in n.attrs["index"]:
+            if e[0] == "n":
+                rcoords.append("0")
+                rshape.append(1)
+                continue
+            size = like.shape[xd]
+            if e[0] == "i":
+                k = e[1] + (size if e[1] < 0 and size is not None else 0)
+                conds.append(f"c{xd} == {f'B + ({e[1]})' if e[1] < 0 and size is None else k}")
+            else:
+                _, start, stop, step = e
+                if size is None:
+                    if (start, step) not in ((None, None), (0, None), (None, 1), (0, 1)) or \
+                            stop not in (None,):
+                        raise GraphError(f"backend 'cuda' cannot print op 'scatter' (node {n.name!r}): "
+                                         "a partial slice of the batch axis")
+                    rcoords.append(f"c{xd}")
+                    rshape.append(None)
+                else:
+                    st, sto, stp = slice(start, stop, step).indices(size)
+                    ln = len(range(st, sto, stp))
+                    conds.append(f"(c{xd} - ({st})) % ({stp}) == 0 && (c{xd} - ({st})) / ({stp}) >= 0 && "
+                                 f"(c{xd} - ({st})) / ({stp}) < {ln}")
+                    rcoords.append(f"((c{xd} - ({st})) / ({stp}))")
+                    rshape.append(ln)
+            xd += 1
+        while xd < like.ndim:
+            rcoords.append(f"c{xd}")
+            rshape.append(like.shape[xd])
+            xd += 1
+        off = len(rshape) - g.ndim
+        gs = _strides(g.shape)
+        terms = [f"{rcoords[j + off]} * {gs[j]}" for j in range(g.ndim) if g.shape[j] != 1]
+        lines = [f"    {T} v = 0;",
+                 f"    if ({' && '.join('(' + c + ')' for c in conds) or 'true'}) v = ({T})p0[{' + '.join(terms) or '0'}];"]
+        return self.c_index_map("scatter", f"scatter into {_ccomment(str(like.shape))} (the adjoint of a slice)",
+                                n, out, lines, [g])
 
     def c_concat(self, n: Node, out: str) -> list[str]:
         ax = shape_rules.norm_axes((n.attrs["axis"],), n.ndim, n.shape)[0]
