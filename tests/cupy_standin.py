@@ -192,12 +192,34 @@ def asnumpy(x, *args, **kwargs):
     return np.array(x, copy=True)
 
 
+# The names generated CuPy programs may use: functions CuPy has with NumPy's signature
+# (docs.cupy.dev, CuPy 13/14). NumPy-only spellings (np.add.reduce, np.maximum.reduce,
+# np.frompyfunc, np.ndindex...) are refused here as they would fail on a GPU.
+CUPY_NAMES = frozenset("""
+    empty zeros ones full array ascontiguousarray arange eye zeros_like ones_like empty_like
+    full_like reshape transpose moveaxis swapaxes concatenate stack expand_dims squeeze
+    broadcast_to pad take where copyto add subtract multiply divide true_divide negative
+    power exp log log1p sqrt square tanh sin cos absolute abs sign maximum minimum fmax fmin
+    greater less greater_equal less_equal equal not_equal logical_and logical_or logical_not
+    isfinite isnan heaviside sum mean max min prod argmax all any matmul dot vdot tensordot
+    einsum outer float16 float32 float64 int8 int16 int32 int64 uint8 bool_ dtype ndarray
+    result_type shape ndim inf nan pi newaxis lib
+    """.split())
+
+
+def _cupy_name(name: str):
+    if name not in CUPY_NAMES:
+        raise AttributeError(f"the cupy stand-in refuses {name!r}: not in CuPy's NumPy-compatible "
+                             "API as graphnn uses it (tests/cupy_standin.py CUPY_NAMES)")
+    return getattr(np, name)
+
+
 def _module() -> types.ModuleType:
     m = types.ModuleType("cupy", "graphnn's CPU stand-in for CuPy (tests/cupy_standin.py)")
     m.ElementwiseKernel = ElementwiseKernel
     m.asnumpy = asnumpy
     m.asarray = np.asarray
-    m.__getattr__ = lambda name: getattr(np, name)  # PEP 562: everything else is NumPy's
+    m.__getattr__ = _cupy_name  # PEP 562: the rest is NumPy's, where CuPy has the name
     m.__standin__ = True
     return m
 

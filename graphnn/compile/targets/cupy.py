@@ -81,7 +81,7 @@ class CupyPrinter(FastPrinter):
     def helper_lines(self) -> list[str]:
         out = []
         for text in helper_source(self.helpers):
-            text = re.sub(r"\bnp\.", "cp.", text)
+            text = _to_cupy(text)
             for a, b in HELPER_FIXES.items():
                 text = text.replace(a.replace("np.", "cp."), b)
             out.append(text)
@@ -123,8 +123,7 @@ class CupyPrinter(FastPrinter):
         return f"cp.max({src}, axis={axis}, out={out}{', keepdims=True' if keepdims else ''})"
 
     def op_code(self, n: Node, args: list[str]) -> str:
-        code = super().op_code(n, args)
-        return re.sub(r"\bnp\.", "cp.", code)
+        return _to_cupy(super().op_code(n, args))
 
     def emit_group(self, root: Node, out: str, alias_node):
         """One kernel launch computing the fused group at `root` into `out` (a kernel
@@ -231,6 +230,15 @@ class CupyPrinter(FastPrinter):
         self.tail.append((f"# {what}: {'; '.join(notes)}: one kernel, in place", r0))
         self.tail.append((f"{kname}({', '.join([leaf_value(k) for k in used] + out_args)})", r0))
         self.deferred.extend((t, r0) for t in deferred)
+
+
+_HOST = re.compile(r"\bnp\.(?!(s_|index_exp|ndindex)\b)")  # slice builders stay on the host
+
+
+def _to_cupy(code: str) -> str:
+    """NumPy code in CuPy's spelling: the array functions move to `cp.`; NumPy's
+    pure-Python slice builders (np.s_) do not touch arrays and stay."""
+    return _HOST.sub("cp.", code)
 
 
 def _needs_cupyx(helper: str) -> bool:
