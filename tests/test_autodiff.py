@@ -19,7 +19,16 @@ from graphnn.ops import REGISTRY, api
 from graphnn.ops.elementwise import ELEMENTWISE
 from test_ops import _erf, concrete, sample
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _torch_float64():
+    """torch's default dtype is float64 for this module's tests only (set at import, it
+    leaked into every module collected after this one)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 H = 1e-6
 RTOL, ATOL = 1e-6, 1e-7          # vs finite differences
