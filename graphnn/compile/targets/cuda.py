@@ -47,7 +47,8 @@ from ..fast_text import _fused_note
 # sum/mean and softmax/log_softmax, which every plan statement of theirs covers)
 C_OPS = {"reshape", "stop_gradient", "transpose", "broadcast_to", "broadcast_like", "cast",
          "zeros_like", "one_hot", "sum", "mean", "max", "count", "matmul", "softmax",
-         "log_softmax", "index", "concat", "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "scatter"}
+         "log_softmax", "index", "concat", "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "scatter",
+         "pad", "windows", "windows_adjoint", "take", "take_adjoint", "batch_guard"}
 C_TYPE = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int",
           "bool": "bool"}
 FLOATS = ("float32", "float64")
@@ -457,11 +458,21 @@ class CudaPrinter(FastPrinter):
     def c_plain(self, n: Node, fixed) -> list[str]:
         op = n.op
         T = _ctype(n.dtype)
-        if fixed is None and op in ("reshape", "stop_gradient") and \
+        guard = []
+        if op == "batch_guard":
+            x = n.inputs[0]
+            ax = shape_rules.norm_axes((n.attrs["axis"],), x.ndim, x.shape)[0]
+            if x.shape[ax] is None:
+                guard = [f"if (B != {n.attrs['size']}) {{ fprintf(stderr, \"model: node %s was derived "
+                         f"symbolically for a batch of {n.attrs['size']}, got %ld\\n\", "
+                         f"{_cstring(n.name)}, B); exit(4); }}"]
+        if fixed is None and op in ("reshape", "stop_gradient", "batch_guard") and \
                 not self.value_of(n.inputs[0]).endswith(".T"):
             ident = self.c(self.value_of(n))
             self.ptr_alias.add(ident)
-            return [f"{ident} = ({T}*){self.ptr(n.inputs[0])};  // a view: the same memory"]
+            return guard + [f"{ident} = ({T}*){self.ptr(n.inputs[0])};  // a view: the same memory"]
+        if op == "batch_guard":
+            op = "reshape"  # into a buffer of its own: a copy
         out = fixed if fixed is not None else self.value_of(n)
         o = self.c(out)
         if _is_ew(n) or op in ("reshape", "stop_gradient", "broadcast_to", "broadcast_like", "cast"):
@@ -507,6 +518,10 @@ class CudaPrinter(FastPrinter):
             return self.c_index(n, out)
         if op == "scatter":
             return self.c_scatter(n, out)
+        if op in ("pad", "windows", "windows_adjoint"):
+            return self.c_window(n, out)
+        if op in ("take", "take_adjoint"):
+            return self.c_take(n, out)
         if op == "concat":
             return self.c_concat(n, out)
         if op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
@@ -602,6 +617,11 @@ class CudaPrinter(FastPrinter):
                 continue
             _, start, stop, step = e
             if size is None:
+                if (start, stop, step) == (None, None, -1):  # the batch reversed
+                    terms.append(f"((B - 1) - c{od}) * {xs[xd]}")
+                    od += 1
+                    xd += 1
+                    continue
                 if (start, step) not in ((None, None), (0, None), (None, 1), (0, 1)):
                     raise GraphError(f"backend 'cuda' cannot print op 'index' (node {n.name!r}): "
                                      "a strided or offset slice of the batch axis")
@@ -617,6 +637,103 @@ class CudaPrinter(FastPrinter):
             xd += 1
         return self.c_index_map("index", f"slice of {_ccomment(str(x.shape))}", n, out,
                                 [f"    const {T} v = p0[{' + '.join(terms) or '0'}];"], [x])
+
+    def c_window(self, n: Node, out: str) -> list[str]:
+        """pad (a constant border), windows (sliding windows over the trailing k axes,
+        strided and dilated: a gather) and windows_adjoint (col2im: each element sums
+        the window entries that read it)."""
+        T = _ctype(n.dtype)
+        x = n.inputs[0]
+        if n.op == "pad":
+            pads = n.attrs["pads"]
+            xs = _strides(x.shape)
+            conds, terms = [], []
+            for d in range(x.ndim):
+                b = pads[d]
+                cd = f"(c{d} - {b})" if b else f"c{d}"
+                if x.shape[d] is not None and (b or pads[d + x.ndim]):
+                    conds.append(f"{cd} < 0 || {cd} >= {x.shape[d]}")
+                if x.shape[d] != 1:
+                    terms.append(f"{cd} * {xs[d]}")
+            v = n.attrs["value"]
+            lit = cuda_c.literal(v, _dname(n.dtype)) if _dname(n.dtype) in FLOATS else str(int(v))
+            lines = [f"    {T} v = {lit};",
+                     f"    if (!({' || '.join(conds) or 'false'})) v = p0[{' + '.join(terms) or '0'}];"]
+            return self.c_index_map("pad", f"pad {list(pads)} with {_ccomment(repr(v))}", n, out,
+                                    lines, [x])
+        kernel, stride, dil = n.attrs["kernel"], n.attrs["stride"], n.attrs["dilation"]
+        k = len(kernel)
+        if n.op == "windows":
+            lead = x.ndim - k
+            xs = _strides(x.shape)
+            terms = [f"c{d} * {xs[d]}" for d in range(lead) if x.shape[d] != 1]
+            for j in range(k):
+                terms.append(f"(c{lead + j} * {stride[j]} + c{lead + k + j} * {dil[j]}) * {xs[lead + j]}")
+            return self.c_index_map("windows", f"sliding windows {list(kernel)}, stride {list(stride)}, "
+                                    f"dilation {list(dil)}", n, out,
+                                    [f"    const {T} v = p0[{' + '.join(terms)}];"], [x])
+        g, like = n.inputs[0], n.inputs[1]
+        lead = like.ndim - k
+        gs = _strides(g.shape)
+        osz = g.shape[lead:lead + k]
+        lines = [f"    {T} v = 0;"]
+        ind = "    "
+        for j in range(k):
+            lines += [f"{ind}for (long k{j} = 0; k{j} < {kernel[j]}; k{j}++) {{",
+                      f"{ind}    const long q{j} = c{lead + j} - k{j} * {dil[j]};",
+                      f"{ind}    if (q{j} < 0 || q{j} % {stride[j]} || q{j} / {stride[j]} >= {osz[j]}) continue;"]
+            ind += "    "
+        terms = [f"c{d} * {gs[d]}" for d in range(lead) if g.shape[d] != 1]
+        terms += [f"(q{j} / {stride[j]}) * {gs[lead + j]}" for j in range(k)]
+        terms += [f"k{j} * {gs[lead + k + j]}" for j in range(k)]
+        lines.append(f"{ind}v += p0[{' + '.join(terms)}];")
+        for j in reversed(range(k)):
+            ind = ind[:-4]
+            lines.append(f"{ind}}}")
+        return self.c_index_map("windows_adjoint", f"col2im of windows {list(kernel)}, stride {list(stride)}, "
+                                f"dilation {list(dil)}", n, out, lines, [g])
+
+    def c_take(self, n: Node, out: str) -> list[str]:
+        """take (numpy.take along an axis, indices fed at run time: negative ones count
+        from the end, one out of range reads as 0 instead of raising) and take_adjoint
+        (each element sums the cotangent entries whose index selects it)."""
+        T = _ctype(n.dtype)
+        if n.op == "take":
+            x, idx = n.inputs
+        else:
+            g, idx, x = n.inputs
+        ax = shape_rules.norm_axes((n.attrs["axis"],), x.ndim, x.shape)[0]
+        size = x.shape[ax]
+        if size is None:
+            raise GraphError(f"backend 'cuda' cannot print op {n.op!r} (node {n.name!r}): "
+                             "indices along the batch axis")
+        k = idx.ndim
+        if n.op == "take":
+            xs = _strides(x.shape)
+            ist = _strides(idx.shape)
+            iterm = " + ".join(f"c{ax + j} * {ist[j]}" for j in range(k) if idx.shape[j] != 1) or "0"
+            terms = [f"c{d} * {xs[d]}" for d in range(ax) if x.shape[d] != 1]
+            terms.append(f"j * {xs[ax]}")
+            terms += [f"c{d + k - 1} * {xs[d]}" for d in range(ax + 1, x.ndim) if x.shape[d] != 1]
+            lines = [f"    long j = (long)p1[{iterm}];",
+                     f"    if (j < 0) j += {size};",
+                     f"    const {T} v = (j >= 0 && j < {size}) ? p0[{' + '.join(terms)}] : ({T})0;"]
+            return self.c_index_map("take", f"take along axis {ax} (indices fed at run time)", n, out,
+                                    lines, [x, idx])
+        gs = _strides(g.shape)
+        M = count_code(idx.shape) if idx.shape else "1"
+        lines = [f"    {T} v = 0;",
+                 f"    for (long m = 0; m < {M}; m++) {{",
+                 f"        long j = (long)p1[m];",
+                 f"        if (j < 0) j += {size};",
+                 f"        if (j != c{ax}) continue;"]
+        mco = [_coord("m", idx.shape, j) for j in range(k)]
+        terms = [f"c{d} * {gs[d]}" for d in range(ax) if g.shape[d] != 1]
+        terms += [f"{mco[j]} * {gs[ax + j]}" for j in range(k) if g.shape[ax + j] != 1]
+        terms += [f"c{d} * {gs[d + k - 1]}" for d in range(ax + 1, x.ndim) if g.shape[d + k - 1] != 1]
+        lines += [f"        v += p0[{' + '.join(terms) or '0'}];", "    }"]
+        return self.c_index_map("take_adjoint", f"the adjoint of take along axis {ax}", n, out,
+                                lines, [g, idx])
 
     def c_scatter(self, n: Node, out: str) -> list[str]:
         """Zeros shaped like the 2nd input with the 1st (broadcast to the index result)
@@ -636,11 +753,12 @@ class CudaPrinter(FastPrinter):
             else:
                 _, start, stop, step = e
                 if size is None:
-                    if (start, step) not in ((None, None), (0, None), (None, 1), (0, 1)) or \
-                            stop not in (None,):
+                    rev = (start, stop, step) == (None, None, -1)  # the batch reversed
+                    if not rev and ((start, step) not in ((None, None), (0, None), (None, 1), (0, 1))
+                                    or stop is not None):
                         raise GraphError(f"backend 'cuda' cannot print op 'scatter' (node {n.name!r}): "
                                          "a partial slice of the batch axis")
-                    rcoords.append(f"c{xd}")
+                    rcoords.append(f"((B - 1) - c{xd})" if rev else f"c{xd}")
                     rshape.append(None)
                 else:
                     st, sto, stp = slice(start, stop, step).indices(size)
