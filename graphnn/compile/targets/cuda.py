@@ -84,8 +84,8 @@ def _ctype(dtype) -> str:
 
 
 def _ccomment(text: str) -> str:
-    """Text safe inside a `//` comment (ASCII, no line continuation)."""
-    return ascii(str(text))[1:-1].replace("\\", "/")
+    """Text safe inside a comment, `//` or `/* */` (ASCII, no line continuation, no `*/`)."""
+    return ascii(str(text))[1:-1].replace("\\", "/").replace("*/", "* /").replace("/*", "/ *")
 
 
 def _cstring(text: str) -> str:
@@ -884,7 +884,7 @@ class CudaPrinter(FastPrinter):
             self.views[self.c(self.namer(p))] = (self.c(v), 0)
         body: list[str] = []
         for st, n, kind in self._entries:
-            body.append(f"// {self.note(n)[2:]}".replace("\\", "/"))
+            body.append(f"// {_ccomment(self.note(n)[2:])}")
             if kind[0] == "ew":
                 out = self.value_of(n)
                 body += self.c_group(n, out)
@@ -905,7 +905,7 @@ class CudaPrinter(FastPrinter):
         for n in self.batch_consts:
             x = n.inputs[0]
             axes = shape_rules.norm_axes(n.attrs["axis"], x.ndim, x.shape)
-            counts.append(f"// {self.note(n)[2:]}".replace("\\", "/"))
+            counts.append(f"// {_ccomment(self.note(n)[2:])}")
             counts.append(f"gn_set_scalar({self.ptr(n)}, ({_ctype(n.dtype)})"
                           f"{count_code(tuple(x.shape[a] for a in axes)) if axes else '1'});")
         self.alloc_counts = counts
