@@ -407,3 +407,18 @@ def test_embedding_lookups_and_their_gradients_equal_the_reference():
     rng = np.random.default_rng(0)
     differential.check_program(cuda_cpu, outs, [{"ids": rng.integers(-7, 7, size=(b_, 3))}
                                                 for b_ in (3, 2)])
+
+
+def test_random_programs_over_the_catalog():
+    """The differential harness's random programs (every op of the catalog, hostile names,
+    their gradients, a training step) through the CPU build: a few fixed examples here
+    (each one is a C++ build); many more were run by hand while writing the target."""
+    from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+    import test_differential
+
+    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def run(data):
+        test_differential._random_program(cuda_cpu, data)
+    run()

@@ -12,9 +12,9 @@ one kernel updates a whole group). This subclass only prints them as CUDA C:
   SymPy expression by `compile/cuda_c.py`;
 * matmuls go through `gn_gemm`, cuBLAS's column-major GEMM called the usual way
   for row-major data (C^T = B^T A^T), 2-D transposes as cuBLAS's flags;
-* reductions, softmax, transposes and the other ops of `C_OPS` are generated
-  kernels; an op this target cannot print is refused at compile time, naming
-  the op and the node;
+* reductions, softmax, transposes and the other ops of `C_OPS` (every op of the
+  catalog) are generated kernels; what this target cannot print (`supports`) is
+  refused at compile time, naming the op and the node;
 * every buffer is a pointer into one device allocation (`gn_alloc(B)`), laid out
   from the buffer plan for the batch size B of the data;
 * built with `-DGN_CPU` the same file is a CPU program: kernels run as host
