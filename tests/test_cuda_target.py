@@ -271,7 +271,23 @@ def gpu_build(tmp_path_factory):
         if CI:
             pytest.fail("cuBLAS (the nvidia-cublas wheel) is missing in CI")
         pytest.skip("cuBLAS headers are not installed (pip install nvidia-cublas)")
-    g, loss, params, out = _network("self_attention", "mse")()
+    # one program with most kinds of kernel: attention (batched matmuls, softmax), conv,
+    # pooling, an embedding, slices, full and partial reductions, an Adam update group
+    from graphnn.ops.api import apply
+    from graphnn.ops.pooling import avg_pool, max_pool
+    g = gn.Graph("mix", seed=0, dtype="float32")
+    x = g.input("x", (None, 2, 7, 7))
+    ids = g.input("ids", (None,), dtype="int64")
+    seq = g.input("seq", (None, 4, 6))
+    w, E = g.param("w", (3, 2, 3, 3)), g.param("E", (5, 3))
+    h = gn.relu(gn.conv2d(x, w, padding=1))
+    p = max_pool(h, (2, 2), pads=(1, 1, 1, 1))
+    a = avg_pool(h, (3, 3), stride=(2, 2))
+    e = apply("take", [E, ids], axis=0)
+    att = gn.nn.SelfAttention(6, d_k=4)(seq)
+    loss = ((p * p).sum() + gn.tanh(a).mean() + (gn.softmax(e, axis=1) * e).sum()
+            + x[::-1, :, 1:3].max() + gn.mse(att, seq))
+    params = list(g.params)
     prog = gn.compile([loss], updates=gn.optim.Adam(lr=0.01).build(params, gn.grad(loss, params)),
                       backend="cuda")
     d = tmp_path_factory.mktemp("gpu")
