@@ -226,6 +226,10 @@ class CudaPrinter(FastPrinter):
         self.loose[ident] = s
         return ident
 
+    def cnote(self, n: Node) -> str:
+        """The statement's comment: node name, op, type, role, scope."""
+        return "// " + _ccomment(self.note(n)[2:].replace(" \u00b7 ", ", "))
+
     def ptr(self, n: Node) -> str:
         v = self.value_of(n)
         if v.endswith(".T"):
@@ -884,7 +888,7 @@ class CudaPrinter(FastPrinter):
             self.views[self.c(self.namer(p))] = (self.c(v), 0)
         body: list[str] = []
         for st, n, kind in self._entries:
-            body.append(f"// {_ccomment(self.note(n)[2:])}")
+            body.append(self.cnote(n))
             if kind[0] == "ew":
                 out = self.value_of(n)
                 body += self.c_group(n, out)
@@ -905,7 +909,7 @@ class CudaPrinter(FastPrinter):
         for n in self.batch_consts:
             x = n.inputs[0]
             axes = shape_rules.norm_axes(n.attrs["axis"], x.ndim, x.shape)
-            counts.append(f"// {_ccomment(self.note(n)[2:])}")
+            counts.append(self.cnote(n))
             counts.append(f"gn_set_scalar({self.ptr(n)}, ({_ctype(n.dtype)})"
                           f"{count_code(tuple(x.shape[a] for a in axes)) if axes else '1'});")
         self.alloc_counts = counts
