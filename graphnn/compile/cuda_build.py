@@ -249,9 +249,14 @@ class CudaProgram:
                              f"{r.stderr.strip()[-2000:]}")
         return r
 
-    def __call__(self, device: str = "auto", **feeds):
+    def __call__(self, **feeds):
         """One run: outputs for `feeds` (parameters default to g.values); a training
-        step also writes its updated parameters back into g.values."""
+        step also writes its updated parameters back into g.values. `device="cpu"`
+        (or "gpu") picks the build; a graph input named `device` stays a feed."""
+        device = "auto"
+        if "device" in feeds and not ("device" in self.graph and
+                                      self.graph["device"].op in ("input", "param")):
+            device = feeds.pop("device")
         over = {k: v for k, v in feeds.items() if k in self.graph and self.graph[k].op == "param"}
         data = {k: v for k, v in feeds.items() if k not in over}
         unknown = set(data) - {n.name for n in self.inputs}
