@@ -129,6 +129,18 @@ def test_the_mean_over_an_empty_axis_and_its_gradient(target):
         check_program(target, [m, loss, *gn.grad(loss, [x, p])], [{"x": np.ones((3, 1))}])
 
 
+def test_boolean_and_integer_inputs_of_a_fused_group(target):
+    """Found by the hostile-input fuzz: a boolean input to an activation crashed the fast
+    program (NumPy has no boolean negative); the plain program casts it."""
+    g = gn.Graph("bools")
+    a = g.input("a", (None, 3), dtype="bool")
+    k = g.input("k", (None, 3), dtype="int64")
+    W = g.param("W", (3,), value=np.ones(3))
+    out = gn.sigmoid(a) * W + gn.tanh(k) * W
+    outs = [out, *gn.grad(out.sum(), [W])]
+    check_program(target, outs, [{"a": np.array([[True, False, True]]), "k": np.array([[1, -2, 3]])}])
+
+
 def test_c_transpose_is_printed_by_its_axes(target):
     g = gn.Graph("C")
     p = g.param("p", value=np.arange(6.).reshape(2, 3))

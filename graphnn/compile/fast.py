@@ -612,6 +612,11 @@ class FastPrinter(UpdateGroups):
             s = fusion.leaf_symbol(k)
             shapes[s] = "full" if l.shape == root.shape else ("scalar" if l.shape == () else "other")
             names[s.name] = self.value_of(l)
+            if l.dtype.kind in "biu" and root.dtype.kind == "f" and l.op != "const":
+                # a boolean or integer leaf of a float group is read as the group's type, as
+                # the plain program casts it (NumPy has no boolean negative, and integer
+                # operands of a fused call would pick integer loops)
+                names[s.name] += f".astype(np.{_dname(root.dtype)})"
         for sname, node in sub_leaves.items():
             shapes[sp.Symbol(sname, real=True)] = "full"
             names[sname] = self.value_of(node)
