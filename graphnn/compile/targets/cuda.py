@@ -178,6 +178,7 @@ class CudaPrinter(FastPrinter):
         self.c_consts: dict[str, Node] = {}
         self.c_tail: list = []                         # update code: ("k", callable) / text
         self.c_deferred: list = []
+        self.ones: dict[str, tuple] = {}               # dtype -> (batch long?, fixed length)
 
     # -- plan adjustments (this target's spellings) ------------------------------------------
     def _fold_candidates(self) -> dict:
@@ -224,6 +225,17 @@ class CudaPrinter(FastPrinter):
             return self.plan.buffer[id(s)]
         ident = self.namer(s)
         self.loose[ident] = s
+        return ident
+
+    def ones_vector(self, dtype: str, length) -> str:
+        """A vector of ones (at least `length` long, B for the batch axis) filled by gn_alloc."""
+        ident = f"g_ones_{dtype}"
+        batch, fixed = self.ones.get(dtype, (False, 1))
+        batch, fixed = batch or length is None, max(fixed, length or 1)
+        self.ones[dtype] = (batch, fixed)
+        # B * fixed >= max(B, fixed): one shape for both kinds of length
+        shape = ((None,) if batch else ()) + ((fixed,) if fixed > 1 or not batch else ())
+        self.slots[ident] = (shape, dtype, "ones (row and column sums through cuBLAS)")
         return ident
 
     def cnote(self, n: Node) -> str:
@@ -350,6 +362,17 @@ class CudaPrinter(FastPrinter):
         """sum / mean / max over axes: one thread per output element, a loop over the rest."""
         x = n.inputs[0]
         axes = shape_rules.norm_axes(n.attrs.get("axis"), x.ndim, x.shape)
+        if how == "sum" and x.ndim == 2 and len(axes) == 1 and x.dtype == n.dtype and \
+                _dname(n.dtype) in FLOATS and not self.value_of(x).endswith(".T"):
+            # a column or row sum of a matrix is a product with a vector of ones: cuBLAS
+            # (a bias gradient: ones(B)^T dz), deterministic and with every SM busy
+            ones = self.ones_vector(_dname(n.dtype), x.shape[axes[0]])
+            r, c = (_dim(x.shape[0]), _dim(x.shape[1]))
+            if axes[0] == 0:  # (1 x r) @ (r x c)
+                return [f"gn_gemm(false, false, {c}, 1, {r}, {self.ptr(x)}, {c}, 0, {ones}, {r}, 0, "
+                        f"{self.c(out)}, {c}, {c}, 1);  // column sums: ones^T x"]
+            return [f"gn_gemm(false, false, 1, {r}, {c}, {ones}, 1, 0, {self.ptr(x)}, {c}, 0, "
+                    f"{self.c(out)}, 1, {r}, 1);  // row sums: x ones"]
         kept = [d for d in range(x.ndim) if d not in axes]
         kshape = tuple(x.shape[d] for d in kept)
         rshape = tuple(x.shape[d] for d in axes)
@@ -1046,6 +1069,9 @@ class CudaPrinter(FastPrinter):
         for ident, n in self.c_consts.items():
             L.append(f"    gn_to_device({self.c(ident)}, {self.c(ident)}_host, sizeof({self.c(ident)}_host));")
         L += ["    " + ln for ln in getattr(self, "alloc_counts", [])]
+        for dtype in self.ones:
+            ident = f"g_ones_{dtype}"
+            L.append(f"    gn_fill_ones({ident}, {count_code(self.slots[ident][0])});")
         L += ["    return 1;", "}", ""]
         # tensor tables
         def table(name, nodes):
@@ -1167,6 +1193,14 @@ static void gn_gemm(bool ta, bool tb, long M, long N, long K, const float* A, lo
 
 template <typename T>
 static void gn_set_scalar(T* dst, T value) { gn_to_device(dst, &value, sizeof(T)); }
+template <typename T>
+static void gn_fill_ones(T* dst, long n) {  /* once per allocation: through the host */
+    T* host = (T*)malloc(sizeof(T) * (n > 0 ? n : 1));
+    if (!host) { fprintf(stderr, "model: out of host memory\n"); exit(5); }
+    for (long k = 0; k < n; k++) host[k] = (T)1;
+    gn_to_device(dst, host, sizeof(T) * n);
+    free(host);
+}
 static size_t gn_align(size_t off) { return (off + 255) & ~(size_t)255; }
 
 /* tensor files (graphnn/cudafile.py): the header, then raw tensors in declared order */
