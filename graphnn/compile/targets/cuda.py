@@ -963,7 +963,7 @@ class CudaPrinter(FastPrinter):
             tail.append(self.launch(kname, count, cargs))
         for p, v in self.fn.updates:
             if id(v) not in self.region:
-                tail.append(f"gn_copy({self.ptr(p)}, {self.ptr(v)}, sizeof({_ctype(p.dtype)}) * "
+                tail.append(f"gn_copy({self.c(self.namer(p))}, {self.ptr(v)}, sizeof({_ctype(p.dtype)}) * "
                             f"{count_code(p.shape)});  // update '{_ccomment(p.name)}' in place")
         tail += self.c_deferred
         outs = [self.ptr(o) for o in self.fn.outputs]
