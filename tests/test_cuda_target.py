@@ -471,3 +471,19 @@ def test_updates_are_simultaneous_and_outputs_precede_them(case):
     else:
         for name, w in want.items():
             np.testing.assert_allclose(g.values[name], w, rtol=1e-15, err_msg=name)
+
+
+def _harness_cases():
+    import inspect
+    import test_differential
+    return sorted(name for name, f in vars(test_differential).items()
+                  if name.startswith("test_") and callable(f)
+                  and list(inspect.signature(f).parameters) == ["target"])
+
+
+@pytest.mark.parametrize("name", _harness_cases())
+def test_the_differential_harness_special_cases(name):
+    """Every test of tests/test_differential.py that takes only a target (views kept alive
+    across reshape and transpose, in-place chains, 0-d outputs, empty constants, ...)."""
+    import test_differential
+    getattr(test_differential, name)(cuda_cpu)
