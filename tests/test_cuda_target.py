@@ -370,6 +370,19 @@ def test_cli_writes_and_builds_the_program_directory(tmp_path):
     loss_now, = cudafile.read(d / "loss.bin", "outputs", [g["loss"]], "float64")
     want = gn.compile(loss)(x=X, y=Y)
     np.testing.assert_allclose(loss_now, want, rtol=1e-12)  # infer: params.bin, no update
+    # --outputs: a forward-only export, which infers from x alone and refuses to train
+    assert main(["compile", str(tmp_path / "xor.json"), "--backend", "cuda", "--build", "cpu",
+                 "--outputs", "out", "-o", str(tmp_path / "infer")]) == 0
+    f = tmp_path / "infer"
+    cudafile.write(f / "x.bin", "data", [g["x"]], [X], "float64")
+    r = subprocess.run(["./model_cpu", "infer", "--data", "x.bin", "--out", "y.bin"], cwd=f,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    y, = cudafile.read(f / "y.bin", "outputs", [g["out"]], "float64")
+    np.testing.assert_allclose(y, gn.compile(out)(x=X), rtol=1e-12)
+    r = subprocess.run(["./model_cpu", "train", "--data", "x.bin", "--out", "p.bin"], cwd=f,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "forward-only" in r.stderr
 
 
 def test_layout_ops_and_their_gradients_equal_the_reference():
