@@ -73,16 +73,18 @@ def test_imported_model_saves_and_loads(exported, tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
-def test_imported_mlp_runs_in_the_cuda_targets_cpu_build(exported):
+@pytest.mark.parametrize("model", ["mlp", "lenet"])
+def test_imported_model_runs_in_the_cuda_targets_cpu_build(exported, model):
     """The CUDA target (its -DGN_CPU build, no GPU needed) runs an imported model and its
-    gradients. (Convolutions and the pooling ops are not in that target's table yet.)"""
+    gradients: an MLP, and a CNN with convolution, pooling and batch norm."""
     from graphnn.compile import cuda_build
     if cuda_build.cxx() is None:
         pytest.skip("no C++ compiler for the CUDA target's CPU build")
-    g = gn.from_onnx(exported["mlp"][2])
+    g = gn.from_onnx(exported[model][2])
     loss = api.sum(g.outputs[0] * g.outputs[0])
     outs = [loss] + gn.grad(loss, g.params)
-    X = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    shape = (3, 4) if model == "mlp" else (2, 1, 12, 12)
+    X = np.random.default_rng(4).normal(size=shape).astype(np.float32)
     got = gn.compile(outs, backend="cuda")(device="cpu", x=X)
     for a, b in zip(got, gn.compile(outs)(x=X)):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-5)
