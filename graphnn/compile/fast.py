@@ -210,20 +210,29 @@ class FastPrinter(UpdateGroups):
         return out
 
     # -- the update region: per-parameter element-wise update code --------------------------
-    def source(self) -> tuple[str, dict]:
+    def plan_program(self):
+        """The plan every target prints: classification and fusion, the update groups,
+        the body statements and their buffer plan. Returns (args, statements, texts);
+        `texts` renders the NumPy statements (other targets print their own)."""
         self.classify()
         args = [n for n in self.order if self.is_arg(n)]
-        arg_ids = [self.namer(a) for a in args]
+        for a in args:
+            self.namer(a)
         self.groups = self._groups()
         statements, texts = self._body()
         # buffer plan over body statements (region code uses flat buffers of its own)
         keep = {id(o) for o in self.fn.outputs} | self.region_leaves | {
             id(self.source_of(v)) for _, v in self.fn.updates if id(v) not in self.region}
-        plan = memory.plan([s for s, _ in statements], base_of=self.base_of, keep=keep)
-        self.plan = plan
+        self.plan = memory.plan([s for s, _ in statements], base_of=self.base_of, keep=keep)
         for st, n, kind in self._entries:
             if kind[0] == "plain" and kind[1] is not None:
-                plan.buffer[id(n)] = kind[1]
+                self.plan.buffer[id(n)] = kind[1]
+        return args, statements, texts
+
+    def source(self) -> tuple[str, dict]:
+        args, statements, texts = self.plan_program()
+        arg_ids = [self.namer(a) for a in args]
+        plan = self.plan
         texts = list(texts)  # renders (and names temporaries) now that buffers are known
         for p, v in self.fn.updates:  # updates outside the fused region: copied in last
             if id(v) not in self.region:

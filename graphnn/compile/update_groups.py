@@ -350,6 +350,21 @@ class UpdateGroups:
             reads[id(n)] = rd
         return roots, root_pos, expr_of, reads, writes
 
+    def _component_leaf_exprs(self, m):
+        """(roots, writes, full): each root's expression over the component's leaves only
+        (the roots it reads substituted in), for targets that compute a whole component
+        in one kernel (CuPy, CUDA)."""
+        nodes = m["nodes"]
+        roots, root_pos, expr_of, reads, writes = self._component_exprs(m)
+        local = {id(n): k for k, n in enumerate(nodes)}
+        full: dict[int, sp.Expr] = {}
+        for r in roots:  # in graph order: every root after the roots it reads
+            e = expr_of[id(r)]
+            sub = {sp.Symbol(f"R{local[id(q)]}", real=True): full[id(q)] for q in roots
+                   if id(q) in full and sp.Symbol(f"R{local[id(q)]}", real=True) in e.free_symbols}
+            full[id(r)] = e.xreplace(sub) if sub else e
+        return roots, writes, full
+
     def _emit_component(self, m, slot_names, total, dtype, flat_label=None, scratch=None):
         """Code for one component (or a whole flat group through its first member).
 

@@ -34,7 +34,7 @@ from ... import __version__
 from ...errors import GraphError
 from ...graph import Node
 from ...ops import shapes as shape_rules
-from .. import cuda_c, fusion, memory
+from .. import cuda_c, fusion
 from ..fast import _EXPR_CACHE, FastPrinter
 from ..fast_common import _dname
 from ..fast_text import _fused_note
@@ -232,14 +232,7 @@ class CudaPrinter(CudaOps, FastPrinter):
         parameter another component still reads is written to a buffer of its own and
         copied in after every reader ran."""
         nodes, leaves = m["nodes"], m["leaves"]
-        roots, root_pos, expr_of, reads, writes = self._component_exprs(m)
-        local = {id(n): k for k, n in enumerate(nodes)}
-        full: dict[int, sp.Expr] = {}
-        for r in roots:
-            e = expr_of[id(r)]
-            sub = {sp.Symbol(f"R{local[id(q)]}", real=True): full[id(q)] for q in roots
-                   if id(q) in full and sp.Symbol(f"R{local[id(q)]}", real=True) in e.free_symbols}
-            full[id(r)] = e.xreplace(sub) if sub else e
+        roots, writes, full = self._component_leaf_exprs(m)
         shape = (total,) if total is not None else m["shape"]
         used = sorted({int(s.name[1:]) for r in roots for s in full[id(r)].free_symbols})
         specs, args = [], []
@@ -282,19 +275,7 @@ class CudaPrinter(CudaOps, FastPrinter):
 
     # -- the program ---------------------------------------------------------------------------
     def source(self) -> tuple[str, dict]:
-        self.classify()
-        args = [n for n in self.order if self.is_arg(n)]
-        for a in args:
-            self.namer(a)
-        self.groups = self._groups()
-        statements, _texts = self._body()
-        keep = {id(o) for o in self.fn.outputs} | self.region_leaves | {
-            id(self.source_of(v)) for _, v in self.fn.updates if id(v) not in self.region}
-        plan = memory.plan([s for s, _ in statements], base_of=self.base_of, keep=keep)
-        self.plan = plan
-        for st, n, kind in self._entries:
-            if kind[0] == "plain" and kind[1] is not None:
-                plan.buffer[id(n)] = kind[1]
+        args, statements, _texts = self.plan_program()
         # flat buffers and their views (the base printer's module lines)
         for line in self.globals_:
             if line.startswith("#") or not line.strip():

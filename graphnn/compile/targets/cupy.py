@@ -186,14 +186,7 @@ class CupyPrinter(FastPrinter):
         parameter another component still reads is written to a buffer of its own
         and copied in after every reader ran (self.deferred)."""
         nodes, leaves = m["nodes"], m["leaves"]
-        roots, root_pos, expr_of, reads, writes = self._component_exprs(m)
-        local = {id(n): k for k, n in enumerate(nodes)}
-        full: dict[int, sp.Expr] = {}  # root -> expression over leaves only
-        for r in roots:
-            e = expr_of[id(r)]
-            sub = {sp.Symbol(f"R{local[id(q)]}", real=True): full[id(q)] for q in roots
-                   if id(q) in full and sp.Symbol(f"R{local[id(q)]}", real=True) in e.free_symbols}
-            full[id(r)] = e.xreplace(sub) if sub else e
+        roots, writes, full = self._component_leaf_exprs(m)
         shape = (total,) if total is not None else m["shape"]
         used = sorted({int(s.name[1:]) for r in roots for s in full[id(r)].free_symbols})
         in_syms = [fusion.leaf_symbol(k) for k in used]
