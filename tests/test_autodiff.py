@@ -20,15 +20,7 @@ from graphnn.ops.elementwise import ELEMENTWISE
 from test_ops import _erf, concrete, sample
 
 
-
-@pytest.fixture(autouse=True)
-def _torch_float64():
-    """torch's default dtype is float64 for this module's tests only (set at import, it
-    leaked into every module collected after this one)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("torch_float64")  # (conftest.py)
 
 H = 1e-6
 RTOL, ATOL = 1e-6, 1e-7          # vs finite differences

@@ -18,15 +18,7 @@ import torch
 import graphnn as gn
 
 
-
-@pytest.fixture(autouse=True)
-def _torch_float64():
-    """torch's default dtype is float64 for this module's tests only (set at import, it
-    leaked into every module collected after this one)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("torch_float64")  # (conftest.py)
 
 
 # -- lecture 001 -------------------------------------------------------------------------------
