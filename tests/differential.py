@@ -157,3 +157,40 @@ def check_training(target: Compile, build: Callable, feeds_list: list[dict], opt
             np.testing.assert_allclose(np.asarray(g.values[p.name], dtype=np.float64),
                                        t.detach().numpy(), err_msg=f"{p.name!r} after step {k}",
                                        **tol)
+
+
+# -- updates are simultaneous, outputs are pre-update values -----------------------------------
+
+SIMULTANEOUS_CASES = ("swap", "transposed", "view_output", "view_in_rule")
+
+
+def check_simultaneous_updates(compile_fn: Compile, case: str) -> None:
+    """Values that are (views of) parameters the step writes are read as they were
+    before the step: `{A: B, B: A}` swaps, an output `A.T` is the old A's transpose, an
+    update rule reading another updated parameter through a view reads its old value."""
+    g = gn.Graph("swap")
+    x = g.input("x", (None, 2))
+    A = g.param("A", value=np.array([[1., 2.], [3., 4.]]))
+    B = g.param("B", value=np.array([[5., 6.], [7., 8.]]))
+    a0, b0 = g.values["A"].copy(), g.values["B"].copy()
+    loss = gn.sum(x @ A @ B)
+    X = np.ones((1, 2))
+    if case == "swap":
+        outs, ups, want = [loss], {A: B * 1.0, B: A * 1.0}, {"A": b0, "B": a0}
+    elif case == "transposed":
+        outs, ups, want = [loss], {A: B.T + 0.0, B: A.T}, {"A": b0.T, "B": a0.T}
+    elif case == "view_output":
+        gA, gB = gn.grad(loss, [A, B])
+        outs, ups, want = [loss, A.T * 1.0, B.reshape(4)], {A: A - 0.5 * gA, B: B - 0.5 * gB}, None
+    else:
+        outs, ups = [loss], {A: A - 0.1 * B.T, B: B * 0.5}
+        want = {"A": a0 - 0.1 * b0.T, "B": b0 * 0.5}
+    got = compile_fn(outs, updates=ups)(x=X)
+    assert float(got[0]) == float(np.sum(X @ a0 @ b0))
+    if want is None:
+        np.testing.assert_array_equal(got[1], a0.T)
+        np.testing.assert_array_equal(got[2], b0.reshape(4))
+        assert not np.array_equal(g.values["A"], a0)
+    else:
+        for name, w in want.items():
+            np.testing.assert_allclose(g.values[name], w, rtol=1e-15, err_msg=name)

@@ -453,37 +453,12 @@ def test_random_programs_over_the_catalog():
     run()
 
 
-@pytest.mark.parametrize("case", ["swap", "transposed", "view_output", "view_in_rule"])
+@pytest.mark.parametrize("case", differential.SIMULTANEOUS_CASES)
 def test_updates_are_simultaneous_and_outputs_precede_them(case):
     """Values that are (views of) parameters the step writes are read as they were before
     the step (snapshots, updates written after every reader), as in the NumPy targets."""
     _need("g++")
-    g = gn.Graph("swap")
-    x = g.input("x", (None, 2))
-    A = g.param("A", value=np.array([[1., 2.], [3., 4.]]))
-    B = g.param("B", value=np.array([[5., 6.], [7., 8.]]))
-    a0, b0 = g.values["A"].copy(), g.values["B"].copy()
-    loss = gn.sum(x @ A @ B)
-    X = np.ones((1, 2))
-    if case == "swap":
-        outs, ups, want = [loss], {A: B * 1.0, B: A * 1.0}, {"A": b0, "B": a0}
-    elif case == "transposed":
-        outs, ups, want = [loss], {A: B.T + 0.0, B: A.T}, {"A": b0.T, "B": a0.T}
-    elif case == "view_output":
-        gA, gB = gn.grad(loss, [A, B])
-        outs, ups, want = [loss, A.T * 1.0, B.reshape(4)], {A: A - 0.5 * gA, B: B - 0.5 * gB}, None
-    else:
-        outs, ups = [loss], {A: A - 0.1 * B.T, B: B * 0.5}
-        want = {"A": a0 - 0.1 * b0.T, "B": b0 * 0.5}
-    got = cuda_cpu(outs, updates=ups)(x=X)
-    assert float(got[0]) == float(np.sum(X @ a0 @ b0))
-    if want is None:
-        np.testing.assert_array_equal(got[1], a0.T)
-        np.testing.assert_array_equal(got[2], b0.reshape(4))
-        assert not np.array_equal(g.values["A"], a0)
-    else:
-        for name, w in want.items():
-            np.testing.assert_allclose(g.values[name], w, rtol=1e-15, err_msg=name)
+    differential.check_simultaneous_updates(cuda_cpu, case)
 
 
 def _harness_cases():

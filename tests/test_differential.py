@@ -22,9 +22,9 @@ from graphnn import io
 from graphnn.compile import memory
 from graphnn.ops import REGISTRY, api
 
-from differential import (TARGETS, check_program, check_training, reference, scale,
-                          target_context)
-from test_random_graphs import BINARY, BUILDERS, HOSTILE, SHAPES, _feed_value
+from differential import (SIMULTANEOUS_CASES, TARGETS, check_program, check_simultaneous_updates,
+                          check_training, reference, scale, target_context)
+from test_random_graphs import BINARY, BUILDERS, HOSTILE, SHAPES
 
 TARGET_NAMES = sorted(TARGETS)
 LARGE = scale(1) > 1  # make fuzz: random seeds; make test: the same examples every run
@@ -403,42 +403,9 @@ def test_reference_program_is_plain():
 
 # -- updates are simultaneous, outputs are pre-update values ---------------------------------------
 
-def _swap_graph():
-    g = gn.Graph("swap")
-    x = g.input("x", (None, 2))
-    A = g.param("A", value=np.array([[1., 2.], [3., 4.]]))
-    B = g.param("B", value=np.array([[5., 6.], [7., 8.]]))
-    return g, x, A, B
-
-
 @pytest.mark.parametrize("fast", [False, True])
-@pytest.mark.parametrize("case", ["swap", "transposed", "view_output", "view_in_rule"])
+@pytest.mark.parametrize("case", SIMULTANEOUS_CASES)
 def test_updates_are_simultaneous_and_outputs_precede_them(fast, case):
     """Values that are (views of) parameters the step writes: the plain and the fast
     program both read them as they were before the step."""
-    g, x, A, B = _swap_graph()
-    a0, b0 = g.values["A"].copy(), g.values["B"].copy()
-    loss = gn.sum(x @ A @ B)
-    X = np.ones((1, 2))
-    if case == "swap":
-        outs, ups = [loss], {A: B * 1.0, B: A * 1.0}
-        want = {"A": b0, "B": a0}
-    elif case == "transposed":
-        outs, ups = [loss], {A: B.T + 0.0, B: A.T}
-        want = {"A": b0.T, "B": a0.T}
-    elif case == "view_output":
-        gA, gB = gn.grad(loss, [A, B])
-        outs, ups = [loss, A.T * 1.0, B.reshape(4)], {A: A - 0.5 * gA, B: B - 0.5 * gB}
-        want = None
-    else:  # an update rule reading another updated parameter through a view
-        outs, ups = [loss], {A: A - 0.1 * B.T, B: B * 0.5}
-        want = {"A": a0 - 0.1 * b0.T, "B": b0 * 0.5}
-    got = gn.compile(outs, updates=ups, fast=fast)(x=X)
-    assert float(got[0]) == float(np.sum(X @ a0 @ b0))
-    if want is None:
-        np.testing.assert_array_equal(got[1], a0.T)
-        np.testing.assert_array_equal(got[2], b0.reshape(4))
-        assert not np.array_equal(g.values["A"], a0)
-    else:
-        for name, w in want.items():
-            np.testing.assert_allclose(g.values[name], w, rtol=1e-15, err_msg=name)
+    check_simultaneous_updates(lambda outs, **kw: gn.compile(outs, fast=fast, **kw), case)
