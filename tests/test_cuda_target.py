@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 
@@ -29,20 +28,14 @@ from graphnn import cudafile
 from graphnn.compile import cuda_build
 
 import differential
+from test_cuda_c import need
 from test_differential import LAYERS, _layer_feeds, _network
 
 CI = os.environ.get("CI") == "true"
 
 
-def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if CI:
-            pytest.fail(f"{tool} is not on PATH (CI must have it: these checks may not skip)")
-        pytest.skip(f"{tool} is not installed")
-
-
 def cuda_cpu(outputs, **kw):
-    _need("g++")
+    need("g++")
     prog = gn.compile(outputs, backend="cuda", **kw)
     prog.cpu_flags = ("-O0",)  # builds in half the time of -O2
     prog.executable("cpu")
@@ -80,7 +73,7 @@ def _tol(dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_xor_trains_through_the_cpu_build_as_the_numpy_target(opt, dtype):
-    _need("g++")
+    need("g++")
     make = (lambda: gn.optim.Adam(lr=0.05)) if opt == "adam" else (lambda: gn.optim.SGD(lr=0.1))
     runs = []
     for backend in ("numpy", "cuda"):
@@ -202,7 +195,7 @@ def test_tensor_files_round_trip_and_refuse_bad_ones(tmp_path):
 
 @pytest.fixture(scope="module")
 def xor_program(tmp_path_factory):
-    _need("g++")
+    need("g++")
     g, out, loss = _xor()
     params = [g["W"], g["b"], g["w"]]
     prog = gn.compile([loss], updates=gn.optim.Adam(lr=0.05).build(params, gn.grad(loss, params)),
@@ -226,7 +219,7 @@ def _hostile(raw: bytes) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("which", ["params", "data"])
 def test_hostile_files_are_refused_cleanly_under_valgrind(xor_program, tmp_path, which):
-    _need("valgrind")
+    need("valgrind")
     prog, d, paths, data = xor_program
     exe = paths["executable"]
     good = {"params": d / "params.bin", "data": data}
@@ -266,7 +259,7 @@ def test_the_executable_trains_and_writes_a_loadable_model(xor_program, tmp_path
 
 @pytest.fixture(scope="module")
 def gpu_build(tmp_path_factory):
-    _need("nvcc")
+    need("nvcc")
     if cuda_build.cublas_paths() is None:
         if CI:
             pytest.fail("cuBLAS (the nvidia-cublas wheel) is missing in CI")
@@ -352,7 +345,7 @@ def test_gpu_build_trains_as_the_numpy_target():
 
 
 def test_cli_writes_and_builds_the_program_directory(tmp_path):
-    _need("g++")
+    need("g++")
     g, out, loss = _xor()
     g.save(tmp_path / "xor.json")
     from graphnn.cli import main
@@ -457,7 +450,7 @@ def test_random_programs_over_the_catalog():
 def test_updates_are_simultaneous_and_outputs_precede_them(case):
     """Values that are (views of) parameters the step writes are read as they were before
     the step (snapshots, updates written after every reader), as in the NumPy targets."""
-    _need("g++")
+    need("g++")
     differential.check_simultaneous_updates(cuda_cpu, case)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -26,18 +25,11 @@ import graphnn as gn
 import cupy_standin
 import differential
 from cupy_standin import install
-from test_cuda_c import find_nvrtc, nvrtc_ptx
+from test_cuda_c import find_nvrtc, need, nvrtc_ptx
 from test_differential import LAYERS, _layer_cases, _layer_feeds, _network
 
 CI = os.environ.get("CI") == "true"
 SEEN_KERNELS: dict[str, tuple] = {}  # kernel source -> (name, in, out, body, preamble)
-
-
-def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if CI:
-            pytest.fail(f"{tool} is not on PATH (CI must have it: these checks may not skip)")
-        pytest.skip(f"{tool} is not installed")
 
 
 def cupy_target(outputs, **kw):
@@ -50,7 +42,7 @@ def cupy_target(outputs, **kw):
 
 @pytest.fixture
 def standin():
-    _need("cc")
+    need("cc")
     with install() as cp:
         yield cp
 
@@ -192,7 +184,7 @@ def test_an_op_the_target_cannot_print_is_named_at_compile_time(standin, monkeyp
 def test_every_emitted_kernel_compiles_for_sm_90():
     """Runs after the tests above (file order): every kernel they emitted, in one
     nvcc call; float32 kernels compute in float32 only."""
-    _need("nvcc")
+    need("nvcc")
     if not SEEN_KERNELS:
         pytest.skip("no kernel was emitted (the stand-in tests were skipped)")
     from graphnn.compile import cuda_c

@@ -23,11 +23,11 @@ from graphnn.compile import memory
 from graphnn.ops import REGISTRY, api
 
 from differential import (SIMULTANEOUS_CASES, TARGETS, check_program, check_simultaneous_updates,
-                          check_training, reference, scale, target_context)
+                          check_training, reference, target_context)
+from fuzzing import LARGE, examples  # make fuzz: random seeds; make test: the same every run
 from test_random_graphs import BINARY, BUILDERS, HOSTILE, SHAPES
 
 TARGET_NAMES = sorted(TARGETS)
-LARGE = scale(1) > 1  # make fuzz: random seeds; make test: the same examples every run
 # shrinking a failing random program can take minutes (each try compiles programs): the
 # suite reports the first failing example as drawn; GRAPHNN_SHRINK=1 shrinks it
 PHASES = tuple(p for p in Phase if p != Phase.shrink or os.environ.get("GRAPHNN_SHRINK"))
@@ -241,7 +241,7 @@ def _feeds(g, rng, batch):
 
 
 @pytest.mark.fuzz
-@settings(max_examples=scale(120), deadline=None, derandomize=not LARGE,
+@settings(max_examples=examples(120, 2400), deadline=None, derandomize=not LARGE,  # (fuzzing.py)
           phases=PHASES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 @pytest.mark.parametrize("target_name", TARGET_NAMES)
