@@ -2,7 +2,7 @@
 
 See ../shared/DESIGN.md (in the course repository) or README.md for the tour.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import DataError, DtypeError, FormatError, GraphError, GraphnnError, ShapeError
 from .graph import Graph, Node

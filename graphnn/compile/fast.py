@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 
 import sympy as sp
 
-from .. import __version__
+from ..version import __version__
 from ..graph import Node, fmt_type
 from ..ops.registry import get_op
 from . import aliasing, fusion, memory

@@ -1,7 +1,7 @@
 """The NumPy target: a printer that writes one readable Python module per program."""
 from __future__ import annotations
 
-from .. import __version__
+from ..version import __version__
 from ..graph import fmt_type
 from . import aliasing
 from .printer import RUN_SOURCE, Printer, comment_name, comment_text

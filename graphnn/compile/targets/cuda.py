@@ -30,7 +30,7 @@ import re
 import numpy as np
 import sympy as sp
 
-from ... import __version__
+from ...version import __version__
 from ...errors import GraphError
 from ...graph import Node
 from ...ops import shapes as shape_rules

@@ -24,7 +24,7 @@ import re
 
 import sympy as sp
 
-from ... import __version__
+from ...version import __version__
 from ...errors import GraphError
 from ...graph import Node
 from ...ops.registry import get_op
