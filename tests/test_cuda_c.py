@@ -29,7 +29,7 @@ import sympy as sp
 import graphnn  # noqa: F401  (registers the catalog)
 from graphnn.compile import cuda_c
 from graphnn.compile.cuda_c import CudaCPrinter, expr_code, kernel_body, kernel_name
-from graphnn.compile.runtime import _erf
+from graphnn.ops.runtime import erf
 from graphnn.ops import REGISTRY, get_op
 from graphnn.ops.elementwise import ARG_NAMES, SYMBOLS, ExprPrinter
 
@@ -105,7 +105,7 @@ def inputs(dtype, n_random=200) -> dict[str, np.ndarray]:
 def numpy_eval(expr, values: dict, dtype) -> np.ndarray:
     """The expression evaluated by graphnn's NumPy printer (exp clamped, as fused code is)."""
     text = ExprPrinter(dtype).doprint(expr)
-    env = {"np": np, "_erf": _erf, "inf": np.inf, "nan": np.nan,  # ExprPrinter prints inf bare
+    env = {"np": np, "_erf": erf, "inf": np.inf, "nan": np.nan,  # ExprPrinter prints inf bare
            **{k: v.astype(dtype) for k, v in values.items()}}
     with np.errstate(all="ignore"):
         out = eval(text, env)  # noqa: S307 - our own printer's text

@@ -3,7 +3,7 @@ random and hostile names) and checks:
 
 * building raises nothing but gn.ShapeError / gn.GraphError;
 * the compiled program (optimized and not) matches a node-by-node NumPy
-  interpreter (`graphnn.compile.passes.evaluate`);
+  interpreter (`graphnn.ops.interpret.evaluate`);
 * reverse- and forward-mode gradients agree.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import graphnn as gn
-from graphnn.compile.passes import evaluate
+from graphnn.ops.interpret import evaluate
 from graphnn.ops import REGISTRY, api
 
 B = 4

@@ -2,7 +2,7 @@
 
 An interpreter over topological order: leaves come from the feeds (inputs),
 `g.values` (params, overridable by feeds) or the node itself (consts); every
-other node runs its op's NumPy code once (`compile.passes.evaluate`). No
+other node runs its op's NumPy code once (`graphnn.ops.interpret.evaluate`). No
 program is compiled, so drawing a graph never changes compiled-code caches.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from graphnn.compile.passes import evaluate as _evaluate_node
+from graphnn.ops.interpret import evaluate as _evaluate_node
 from graphnn.errors import GraphError, ShapeError
 from graphnn.graph import Node
 

@@ -23,8 +23,8 @@ from graphnn.ops.elementwise import ELEMENTWISE, SYMBOLS, derivative_expr
 from .flow import layer_gradients
 
 def _erf_module():
-    from graphnn.compile.runtime import erf as _erf
-    return [{"erf": _erf}, "numpy"]
+    from graphnn.ops.runtime import erf
+    return [{"erf": erf}, "numpy"]
 
 
 _MODULES = _erf_module()

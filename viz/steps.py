@@ -100,8 +100,8 @@ def _numeric(op: str, k: int, attrs: tuple):
     """NumPy function of the op's arguments: d op / d argument k (lambdify is slow: cached)."""
     spec = ELEMENTWISE[op]
     d = derivative_expr(spec, spec.args[k]).xreplace(_params(spec, dict(attrs)))
-    from graphnn.compile.runtime import erf as _erf
-    return sp.lambdify(spec.arg_symbols, d, modules=[{"erf": _erf}, "numpy"])
+    from graphnn.ops.runtime import erf
+    return sp.lambdify(spec.arg_symbols, d, modules=[{"erf": erf}, "numpy"])
 
 
 @dataclass

@@ -45,6 +45,7 @@ from ..errors import GraphError, ShapeError
 from ..graph import Node
 from ..ops import api
 from ..ops.elementwise import ELEMENTWISE, derivative_expr
+from ..ops.interpret import evaluate
 from ..ops.registry import get_op
 
 MAX_SIZE = 10_000
@@ -256,7 +257,6 @@ def _estimate(node: Node, args: list[np.ndarray], limits: _Limits, n_out: int):
 def _evaluate(node: Node, opdef, args: list[np.ndarray]):
     if opdef.sym is not None:
         return opdef.sym(args, node.attrs, node)
-    from ..compile.passes import evaluate
     return evaluate(node, args)
 
 

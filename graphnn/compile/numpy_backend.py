@@ -12,7 +12,7 @@ class NumPyPrinter(Printer):
     alias = "np"
 
     def helper_names(self):
-        from .runtime import HELPERS
+        from ..ops.runtime import HELPERS
         names = set(HELPERS)
         for objs in HELPERS.values():
             names.update(o.__name__ for o in objs if hasattr(o, "__name__"))

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..graph import Graph, Node, _attr_key
-from ..ops.registry import get_op
+from ..ops.interpret import evaluate
 
 log = logging.getLogger("graphnn.compile")
 
@@ -129,18 +129,6 @@ def constant_folding(fn: Function) -> Function:
             return g.const(None, np.asarray(value, dtype=node.dtype))
         return None
     return rebuild(fn, rewrite)
-
-
-def evaluate(node: Node, values: list) -> np.ndarray:
-    """Run one node's NumPy code on concrete arrays (used by folding and interpreters)."""
-    from .runtime import HELPERS
-    from . import runtime
-    names = [f"_a{i}" for i in range(len(values))]
-    code = get_op(node.op).numpy(names, node.attrs, node)
-    env = {"np": np, **{h: getattr(runtime, h) for h in HELPERS}}
-    env.update(zip(names, values))
-    with np.errstate(all="ignore"):
-        return np.asarray(eval(code, env))  # noqa: S307 - code printed from our own op table
 
 
 def _is_const(n: Node, v: float) -> bool:

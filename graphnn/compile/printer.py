@@ -169,7 +169,7 @@ def helper_source(helpers) -> list[str]:
     """Source text of the runtime helpers a program calls (copied in: programs stand alone)."""
     if not helpers:
         return []
-    from . import runtime
+    from ..ops import runtime
     seen, src = set(), []
     for h in helpers:
         for obj in runtime.HELPERS[h]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
+from . import runtime
 from .registry import Mismatch, OpDef, attr_int, register
 from .shapes import fmt
 
@@ -59,7 +60,6 @@ def _take_adjoint_code(a, at, n):
 
 
 def _take_adjoint_sym(a, at, n):
-    from ..compile import runtime
     return runtime._take_adjoint(np.asarray(a[0], dtype=object), np.asarray(a[1]).astype(np.int64),
                                  np.asarray(a[2], dtype=object),
                                  _axis(np.shape(a[2]), at["axis"]))

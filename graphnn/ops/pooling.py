@@ -15,6 +15,7 @@ from ..errors import ShapeError
 from ..graph import Node
 from . import window  # noqa: F401  (declares pad, windows, windows_adjoint)
 from . import gather  # noqa: F401  (declares take, take_adjoint)
+from .runtime import _windows
 
 
 def _tup(v, k: int, what: str) -> tuple:
@@ -107,7 +108,6 @@ def avg_pool(x: Node, kernel: Sequence[int], stride=None, dilation=None, pads=No
         real = np.pad(real, tuple((0, e) for e in extra))
     else:
         real = np.pad(real, tuple(zip(pads[:k], ends)))
-    from ..compile.runtime import _windows
     counts = _windows(real, kernel, stride, dilation).sum(axis=tuple(range(k, 2 * k)))
     if np.all(counts == np.prod(kernel)):
         return mean(w, axis=axes, name=name)

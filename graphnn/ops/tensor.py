@@ -10,7 +10,7 @@ import numpy as np
 import sympy as sp
 
 from .. import dtypes, limits
-from . import shapes
+from . import runtime, shapes
 from .registry import (Mismatch, OpDef, attr_axes, attr_bool, attr_dtype, attr_int,
                        attr_ints, attr_shape, register)
 from .shapes import fmt
@@ -604,7 +604,6 @@ def _bilinear_jvp(op, extra=None):
 
 def _sym_conv(fn):
     def meaning(a, at, n):
-        from ..compile import runtime
         return np.asarray(fn(runtime, *a, n, at), dtype=object)
     return meaning
 

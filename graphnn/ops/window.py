@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 import sympy as sp
 
+from . import runtime
 from .registry import Mismatch, OpDef, attr_ints, register
 from .shapes import fmt
 
@@ -138,7 +139,6 @@ def _wargs(at):
 
 def _sym_runtime(name):
     def meaning(a, at, n):
-        from ..compile import runtime
         return np.asarray(getattr(runtime, name)(*[np.asarray(v, dtype=object) for v in a],
                                                  at["kernel"], at["stride"], at["dilation"]),
                           dtype=object)

@@ -1,8 +1,11 @@
-"""Helper functions that generated NumPy code may call.
+"""Helper functions that the ops' NumPy code calls (`OpDef.helpers` names them).
 
-Each helper is plain NumPy and self-contained: the NumPy backend copies the
-source of the helpers a program uses into the program, so a saved program
-imports numpy (and the standard library's math) and nothing else.
+The ops layer owns them: an op's NumPy code, its SymPy meaning (run on object
+arrays) and the evaluator (`ops/interpret.py`) call them without the compiler.
+Each helper is plain NumPy and self-contained: the printers copy the source of
+the helpers a program uses into the program (`compile/printer.py`
+`helper_source`), so a saved program imports numpy (and the standard library's
+math) and nothing else. This module imports nothing from graphnn.
 """
 import math
 
@@ -17,7 +20,7 @@ def _erf(x):
     return np.asarray(_erf_scalar(x)).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 
-erf = _erf  # the public name (viz evaluates derivative expressions with it)
+erf = _erf  # the public name (viz evaluates derivative expressions with it); generated code calls `_erf`
 
 
 def _softmax(x, axis):
