@@ -32,9 +32,9 @@ LEAF_OPS = ("input", "param", "const")
 ROLES = ("forward", "backward", "tangent", "update")
 
 
-def fmt_shape(shape: Shape) -> str:
-    """`(None, 3)` -> `B,3` (the form used in listings)."""
-    return ",".join("B" if d is None else str(d) for d in shape)
+def fmt_shape(shape: Shape, sep: str = ",") -> str:
+    """`(None, 3)` -> `B,3` (the form used in listings); with `sep="x"`, `Bx3` (a name tag)."""
+    return sep.join("B" if d is None else str(d) for d in shape)
 
 
 def fmt_type(node: "Node") -> str:
@@ -238,19 +238,26 @@ def _get_op():
 _get_op_fn = None
 
 
-def _attr_key(value):
-    """A hashable, order-stable form of an attribute value (for interning)."""
+def attr_key(value):
+    """A hashable, order-stable form of an attribute value, or of a node's whole
+    attribute dict: equal keys, equal attributes (interning and CSE compare by it)."""
     if isinstance(value, dict):
         if not value:
             return ()
-        return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
+        return tuple(sorted((k, attr_key(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
-        return tuple(_attr_key(v) for v in value)
+        return tuple(attr_key(v) for v in value)
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, float) and value != value:  # NaN is a valid attribute
         return ("nan",)
     return value
+
+
+def attrs_items(attrs: dict) -> tuple:
+    """A node's attributes as sorted (name, value) pairs: the key of a cache that
+    rebuilds something from the attributes (`dict(key)` gives them back)."""
+    return tuple(sorted(attrs.items()))
 
 
 class Graph:
@@ -374,7 +381,7 @@ class Graph:
             if i.graph is not self:
                 raise GraphError(f"{op}: node {i.name!r} belongs to graph {i.graph.name!r}, "
                                  f"not {self.name!r}; nodes from two graphs cannot be mixed")
-        key = (op, tuple(id(i) for i in inputs), _attr_key(attrs))
+        key = (op, tuple(id(i) for i in inputs), attr_key(attrs))
         hit = self._intern.get(key)
         if hit is not None:
             if name is not None and hit.name != name:

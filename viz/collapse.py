@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphnn.graph import Node, _attr_key
+from graphnn.graph import Node, attr_key
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _signature(members: list[Node]) -> tuple:
     sig = []
     for n in members:
         ins = tuple(("l", local[id(i)]) if id(i) in local else ("x", i.shape) for i in n.inputs)
-        sig.append((n.op, repr(_attr_key(n.attrs)), n.shape, n.dtype.str, ins))
+        sig.append((n.op, repr(attr_key(n.attrs)), n.shape, n.dtype.str, ins))
     return tuple(sig)
 
 

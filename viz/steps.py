@@ -24,7 +24,7 @@ import sympy as sp
 
 from graphnn.autodiff import forward as fwd
 from graphnn.errors import GraphError
-from graphnn.graph import Node, fmt_type
+from graphnn.graph import Node, attrs_items, fmt_type
 from graphnn.ops.api import ACTIVATIONS
 from graphnn.ops.elementwise import ELEMENTWISE, derivative_expr
 from graphnn.transient import transient
@@ -128,7 +128,7 @@ def local_derivative(v: Node, k: int, ex: Exprs, values: dict, kind: str = "back
         named = S.named_fn(v.op, prime=True)(args[0]) if v.op in NAMED_FNS else explicit
         value = None
         if all(id(i) in values for i in v.inputs):
-            f = _numeric(v.op, k, tuple(sorted(v.attrs.items())))
+            f = _numeric(v.op, k, attrs_items(v.attrs))
             with np.errstate(all="ignore"):
                 value = np.broadcast_to(np.asarray(f(*[values[id(i)] for i in v.inputs]), dtype=float),
                                         np.broadcast_shapes(*[values[id(i)].shape for i in v.inputs]))

@@ -7,8 +7,10 @@ import re
 
 import numpy as np
 
-from ..graph import Node
+from ..graph import Node, attrs_items, fmt_shape
 from ..ops.registry import get_op
+from ..ops.shapes import fmt
+from .printer import unique_name as _unique  # noqa: F401  (the fast printer's modules import it from here)
 
 
 def _is_ew(n: Node) -> bool:
@@ -16,12 +18,11 @@ def _is_ew(n: Node) -> bool:
 
 
 def _attrs_key(n: Node) -> tuple:
-    return tuple(sorted(n.attrs.items()))
+    return attrs_items(n.attrs)
 
 
 def _shape_code(shape, batch="B") -> str:
-    dims = [batch if d is None else str(d) for d in shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    return fmt(shape, batch)
 
 
 @functools.lru_cache(maxsize=64)
@@ -31,20 +32,11 @@ def _dname(dtype: np.dtype) -> str:
 
 
 def _tag(shape) -> str:
-    return "x".join("B" if d is None else str(d) for d in shape) or "s"
+    return fmt_shape(shape, "x") or "s"
 
 
 # names of gradient views (see _drop_unread_views); no leading \b, which makes the
 # search 20x slower: a longer name ending in one (`a_g_x`) only keeps a view
-
-
-def _unique(base: str, taken: set) -> str:
-    """`base`, or `base_2`, `base_3`, ... : the first not in `taken` (which records it)."""
-    ident, k = base, 2
-    while ident in taken:
-        ident, k = f"{base}_{k}", k + 1
-    taken.add(ident)
-    return ident
 
 
 def _flat_group(ms) -> bool:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..graph import Graph, Node, _attr_key
+from ..graph import Graph, Node, attr_key
 from ..ops.interpret import evaluate
 
 log = logging.getLogger("graphnn.compile")
@@ -89,7 +89,7 @@ def _copy(dst: Graph, node: Node, ins: list[Node]) -> Node:
         if len(dst) > before and node.name not in dst:
             dst.rename(new, node.name)
         return new
-    key = (node.op, tuple(id(i) for i in ins), _attr_key(node.attrs))
+    key = (node.op, tuple(id(i) for i in ins), attr_key(node.attrs))
     hit = dst._intern.get(key)
     if hit is not None:
         return hit
@@ -184,7 +184,7 @@ def common_subexpressions(fn: Function) -> Function:
     for n in fn.order():
         if not n.inputs:  # leaves are distinct nodes by construction
             continue
-        key = (n.op, tuple(map(id, n.inputs)), repr(sorted(n.attrs.items())) if n.attrs else ())
+        key = (n.op, tuple(map(id, n.inputs)), attr_key(n.attrs))  # as interning compares
         if key in seen:
             return rebuild(fn, lambda node, ins, g: None)
         seen.add(key)

@@ -34,6 +34,15 @@ def comment_name(node) -> str:
     return comment_text(node.name)
 
 
+def unique_name(base: str, taken: set) -> str:
+    """`base`, or `base_2`, `base_3`, ... : the first not in `taken` (which records it)."""
+    ident, k = base, 2
+    while ident in taken:
+        ident, k = f"{base}_{k}", k + 1
+    taken.add(ident)
+    return ident
+
+
 class Namer:
     """Valid, unique Python identifiers for arbitrary node names.
 
@@ -54,11 +63,7 @@ class Namer:
             base = "v" + base if base[0] == "_" else "v_" + base
         if keyword.iskeyword(base) or hasattr(builtins, base) or base.startswith("__"):
             base = base + "_"
-        ident, k = base, 2
-        while ident in self.taken:
-            ident, k = f"{base}_{k}", k + 1
-        self.taken.add(ident)
-        self.of[id(node)] = ident
+        ident = self.of[id(node)] = unique_name(base, self.taken)
         return ident
 
 

@@ -18,6 +18,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import precedence
 
 from .. import dtypes
+from ..graph import attrs_items
 from . import shapes
 from .registry import Mismatch, OpDef, add_deriver, attr_float, register, REGISTRY
 
@@ -203,7 +204,7 @@ def _infer(spec):
 
 def _numpy(spec):
     def code(args, attrs, node):
-        t = template(spec.name, tuple(sorted(attrs.items())), node.dtype.name)
+        t = template(spec.name, attrs_items(attrs), node.dtype.name)
         return t.format(*[_cast(a, i, node) for a, i in zip(args, node.inputs)])
     return code
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 from .registry import Mismatch
 
 
-def fmt(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+def fmt(shape, batch: str = "None") -> str:
+    """A shape as a Python tuple literal, the batch axis spelled `batch`: `(None, 3)`, `(5,)`;
+    the printers pass the name of the batch size (`(B, 3)`)."""
+    dims = [batch if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 def broadcast(*shapes):
