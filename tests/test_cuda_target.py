@@ -214,7 +214,9 @@ def _hostile(raw: bytes) -> dict[str, bytes]:
             "batch_big": raw[:40] + struct.pack("<Q", (1 << 31)) + raw[48:],  # in range, wrong size
             "batch_zero": raw[:40] + struct.pack("<Q", 0) + raw[48:],
             "extra": raw + b"\0" * 16, "hash": raw[:24] + b"0" * 16 + raw[40:],
-            "version": raw[:8] + struct.pack("<I", 99) + raw[12:]}
+            "version": raw[:8] + struct.pack("<I", 99) + raw[12:],
+            "dtype": raw[:12] + struct.pack("<I", 1) + raw[16:],  # float32 for a float64 program
+            "kind": raw[:20] + struct.pack("<I", 3) + raw[24:]}
 
 
 @pytest.mark.parametrize("which", ["params", "data"])
@@ -468,3 +470,259 @@ def test_the_differential_harness_special_cases(name):
     across reshape and transpose, in-place chains, 0-d outputs, empty constants, ...)."""
     import test_differential
     getattr(test_differential, name)(cuda_cpu)
+
+
+# -- mini-batches (train --batch, --shuffle) ----------------------------------------------------------
+
+def _mlp_data(rows, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(rows, 2)), "y": rng.normal(size=(rows, 1))}
+
+
+def _xor_step(backend, opt="adam"):
+    g, out, loss = _xor()
+    params = [g["W"], g["b"], g["w"]]
+    optim = gn.optim.Adam(lr=0.05) if opt == "adam" else gn.optim.SGD(lr=0.1)
+    return g, params, gn.compile([loss], updates=optim.build(params, gn.grad(loss, params)),
+                                 backend=backend)
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_mini_batches_equal_the_numpy_target_steps(seed):
+    """`train --batch 3` over 10 rows: 3 steps per epoch (rows 0-2, 3-5, 6-8; row 9 left out,
+    as Trainer.fit(drop_last=True)), 8 steps into the third epoch; with --shuffle, the rows
+    of cuda_build.batch_rows (the program's splitmix64 order, reproduced in Python)."""
+    need("g++")
+    data = _mlp_data(10)
+    rows = cuda_build.batch_rows(10, 3, 8, seed)
+    if seed is None:
+        want_rows = [np.arange(a, a + 3) for a in (0, 3, 6, 0, 3, 6, 0, 3)]
+        assert all(np.array_equal(a, b) for a, b in zip(rows, want_rows))
+    else:  # a fresh permutation per epoch: each epoch's 9 rows are distinct
+        for e in range(2):
+            used = np.concatenate(rows[3 * e:3 * e + 3])
+            assert len(set(used.tolist())) == 9
+        assert not np.array_equal(np.concatenate(rows[:3]), np.concatenate(rows[3:6]))
+    g, params, step = _xor_step("numpy")
+    losses = [float(step(**{k: v[r] for k, v in data.items()})[0]) for r in rows]
+    want = {p.name: np.array(g.values[p.name]) for p in params}
+    g2, params2, prog = _xor_step("cuda")
+    prog.cpu_flags = ("-O0",)
+    report = prog.train(data, steps=8, batch_size=3, shuffle=seed is not None,
+                        seed=seed or 0, device="cpu")
+    assert re.search(r"^batch size 3, 10 data rows: 3 steps per epoch, 1 rows left out of each "
+                     r"epoch, " + ("in order" if seed is None else f"shuffled \\(seed {seed}\\)") + "$",
+                     report, re.M), report
+    got = [float(m) for m in re.findall(r"^step \d+: loss (\S+)", report, re.M)]
+    np.testing.assert_allclose(got, losses, rtol=1e-10, atol=1e-12)
+    for p in params2:
+        np.testing.assert_allclose(g2.values[p.name], want[p.name], rtol=1e-10, atol=1e-12,
+                                   err_msg=p.name)
+
+
+def test_mini_batches_in_order_equal_trainer_fit_without_its_last_partial_batch():
+    """Two epochs of `train --batch 4` over 10 rows equal Trainer.fit(batch_size=4,
+    shuffle=False, drop_last=True, epochs=2): the same steps, the same parameters."""
+    need("g++")
+    data = _mlp_data(10, seed=3)
+    g, out, loss = _xor()
+    tr = gn.Trainer(loss, optimizer=gn.optim.SGD(lr=0.1), backend="numpy")
+    tr.fit(data, epochs=2, batch_size=4, shuffle=False, drop_last=True, verbose=False)
+    g2, params2, prog = _xor_step("cuda", opt="sgd")
+    prog.cpu_flags = ("-O0",)
+    prog.train(data, steps=4, batch_size=4, device="cpu")
+    for p in params2:
+        np.testing.assert_allclose(g2.values[p.name], g.values[p.name], rtol=1e-10, atol=1e-12,
+                                   err_msg=p.name)
+
+
+@pytest.fixture(scope="module")
+def row_counter(tmp_path_factory):
+    """A program whose SGD step (lr 1) subtracts from w[r] the number of times row r of the
+    data (the identity matrix) is in the batch: w counts the visits of every row."""
+    need("g++")
+    g = gn.Graph("rows", seed=0)
+    x = g.input("x", (None, 12))
+    w = g.param("w", (12, 1), init="zeros")
+    loss = (x @ w).sum().named("loss")
+    prog = gn.compile([loss], updates=gn.optim.SGD(lr=1.0).build([w], gn.grad(loss, [w])),
+                      backend="cuda")
+    d = tmp_path_factory.mktemp("rows")
+    paths = prog.save(d, build="cpu")
+    prog.write_data(d / "data.bin", {"x": np.eye(12)})
+    return prog, paths["executable"], d
+
+
+def _visits(row_counter, tmp_path, *args):
+    prog, exe, d = row_counter
+    out = tmp_path / "w.bin"
+    r = subprocess.run([exe, "train", "--data", str(d / "data.bin"), "--out", str(out), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return -prog.read_params(out)["w"].ravel(), r.stdout
+
+
+def test_shuffle_uses_every_row_once_per_epoch_and_is_deterministic(row_counter, tmp_path):
+    for e in (1, 2, 3):  # after each epoch, every row counted e times: once per epoch
+        visits, _ = _visits(row_counter, tmp_path, "--batch", "4", "--shuffle", "11",
+                            "--steps", str(3 * e))
+        np.testing.assert_array_equal(visits, np.full(12, float(e)))
+    # 5 rows per step: 2 steps per epoch, 2 rows of each epoch's order left out
+    visits, _ = _visits(row_counter, tmp_path, "--batch", "5", "--shuffle", "11", "--steps", "2")
+    assert sorted(visits.tolist()) == [0.0] * 2 + [1.0] * 10
+    want = np.zeros(12)
+    for r in cuda_build.batch_rows(12, 5, 2, seed=11):
+        want[r] += 1
+    np.testing.assert_array_equal(visits, want)  # the rows batch_rows lists
+    # the same seed, the same rows; another seed, other rows (an epoch and one batch more)
+    runs = [_visits(row_counter, tmp_path, "--batch", "3", "--shuffle", seed, "--steps", "5")
+            for seed in ("5", "5", "6")]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    losses = [re.findall(r"^step \d+: loss (\S+)", out, re.M) for _, out in runs]
+    assert len(losses[0]) == 5 and losses[0] == losses[1]
+    assert not np.array_equal(runs[0][0], runs[2][0])
+    for seed, (visits, _) in zip((5, 6), (runs[0], runs[2])):
+        want = np.ones(12)
+        want[cuda_build.batch_rows(12, 3, 5, seed=seed)[4]] += 1
+        np.testing.assert_array_equal(visits, want)
+    # in order, no shuffle: rows 0-3, 4-7, 8-11, 0-3
+    visits, _ = _visits(row_counter, tmp_path, "--batch", "4", "--steps", "4")
+    np.testing.assert_array_equal(visits, [2.0] * 4 + [1.0] * 8)
+
+
+def test_bad_batch_options_are_usage_errors(row_counter, tmp_path):
+    prog, exe, d = row_counter
+    data = str(d / "data.bin")
+    for args, msg in [(["train", "--batch", "13", "--steps", "1"], "has 12 rows"),
+                      (["train", "--batch", "0"], "usage"), (["train", "--batch", "-2"], "usage"),
+                      (["train", "--batch", "3x"], "usage"), (["train", "--shuffle", "-1"], "usage"),
+                      (["train", "--shuffle", "99999999999999999999"], "usage"),
+                      (["infer", "--batch", "2"], "options of train")]:
+        r = subprocess.run([exe, *args, "--data", data, "--out", str(tmp_path / "o.bin")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.returncode, r.stderr)
+    with pytest.raises(ValueError, match="batch_size"):
+        prog.train({"x": np.eye(12)}, steps=1, batch_size=0)
+    with pytest.raises(gn.GraphError, match=r"exited with 2 \(usage\).*has 12 rows"):
+        prog.train({"x": np.eye(12)}, steps=1, batch_size=20, device="cpu")
+
+
+# -- indices out of range (take) ------------------------------------------------------------------
+
+HOSTILE_NAME = 'emb"\n*/ \x1b[2J\\'
+
+
+def test_an_index_out_of_range_exits_naming_the_node(tmp_path):
+    """NumPy raises IndexError for take(E, 7) with 7 rows; the program records the first
+    index out of range in the kernel and exits with code 6 after the step, naming the node
+    (escaped: its name is untrusted) and writing nothing."""
+    need("g++")
+    from graphnn.ops.api import apply
+
+    def build():
+        g = gn.Graph("emb", seed=0)
+        ids = g.input("ids", (None, 3), dtype="int64")
+        E, W = g.param("E", (7, 4)), g.param("W", (4, 2))
+        e = apply("take", [E, ids], axis=0).named(HOSTILE_NAME)
+        loss = gn.tanh(e @ W).sum().named("loss")
+        return g, loss, [E, W]
+
+    g, loss, params = build()
+    fwd = gn.compile(loss, backend="cuda")
+    fwd.cpu_flags = ("-O0",)
+    ok = np.array([[0, 6, -7], [3, -1, 2]])
+    np.testing.assert_allclose(fwd(device="cpu", ids=ok), gn.compile(loss)(ids=ok), rtol=1e-12)
+    exe = fwd.executable("cpu")
+    fwd.write_params(tmp_path / "p.bin")
+    for bad, index in (([[0, 7, 1], [2, 3, 4]], 7), ([[0, 1, 1], [2, -8, 4]], -8)):
+        with pytest.raises(IndexError):
+            gn.compile(loss)(ids=np.array(bad))
+        fwd.write_data(tmp_path / "x.bin", {"ids": np.array(bad)})
+        y = tmp_path / "y.bin"
+        r = subprocess.run([exe, "infer", "--params", str(tmp_path / "p.bin"), "--data",
+                            str(tmp_path / "x.bin"), "--out", str(y)], capture_output=True,
+                           timeout=60)
+        assert r.returncode == cuda_build.INDEX_OUT_OF_RANGE, (r.returncode, r.stderr)
+        err = r.stderr.decode("ascii")  # printable ASCII only: the name is escaped
+        assert err.count("\n") == 1 and "\x1b" not in err, err
+        assert err == (f"model: node {ascii(HOSTILE_NAME)} (take along axis 0): index {index} is out "
+                       "of range for an axis of size 7; nothing written\n"), err
+        assert not y.exists()
+    # a training step: its own exit code, the step named, through Python a GraphError
+    g, loss, params = build()
+    step = gn.compile([loss], updates=gn.optim.SGD(lr=0.1).build(params, gn.grad(loss, params)),
+                      backend="cuda")
+    step.cpu_flags = ("-O0",)
+    before = {p.name: np.array(g.values[p.name]) for p in params}
+    with pytest.raises(gn.GraphError, match=r"exited with 6 \(index out of range\): model: node "
+                                            r".*index 9 is out of range.*\(step 2\)"):
+        step.train({"ids": np.array([[0, 1, 2], [3, 4, 5], [1, 9, 0], [2, 2, 2]])}, steps=3,
+                   batch_size=2, device="cpu")
+    for p in params:  # nothing written back
+        np.testing.assert_array_equal(g.values[p.name], before[p.name])
+    with pytest.raises(gn.GraphError, match="exited with 6"):
+        step(device="cpu", ids=np.array([[0, 1, 70]]))
+
+
+# -- sanitizers ------------------------------------------------------------------------------------
+
+SANITIZE = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all")
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=97",
+                 "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
+
+
+@pytest.fixture(scope="module")
+def asan_xor(xor_program):
+    """The XOR program's CPU build with AddressSanitizer (leaks included) and
+    UndefinedBehaviorSanitizer, built once for the module."""
+    need("g++")
+    prog, d, paths, data = xor_program
+    exe = d / "model_asan"
+    r = subprocess.run(cuda_build.cpu_command(paths["source"], str(exe), SANITIZE),
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "sanitize" in r.stderr and not CI:
+        pytest.skip(f"the C++ compiler has no sanitizer runtime: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return exe
+
+
+def _sanitized(exe, *args):
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, **SANITIZER_ENV))
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
+
+
+@pytest.mark.parametrize("which", ["params", "data"])
+def test_hostile_files_are_refused_cleanly_under_sanitizers(xor_program, asan_xor, tmp_path, which):
+    prog, d, paths, data = xor_program
+    good = {"params": d / "params.bin", "data": data}
+    cases = _hostile(good[which].read_bytes())
+    if which == "params":
+        del cases["batch_zero"]
+    for what, bad in cases.items():
+        f = tmp_path / f"{which}_{what}.bin"
+        f.write_bytes(bad)
+        files = dict(good, **{which: f})
+        for args in (("run", "--out", tmp_path / "y.bin"),
+                     ("train", "--steps", 2, "--batch", 2, "--shuffle", 3, "--out", tmp_path / "p.bin")):
+            r = _sanitized(asan_xor, args[0], "--params", files["params"], "--data", files["data"],
+                           *args[1:])
+            assert r.returncode == 4, (what, args[0], r.returncode, r.stderr)
+            lines = [ln for ln in r.stderr.splitlines() if ln.startswith("model:")]
+            assert len(lines) == 1 and str(f) in lines[0], (what, r.stderr)
+            assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_mini_batch_training_is_clean_under_sanitizers(xor_program, asan_xor, tmp_path):
+    prog, d, paths, data = xor_program
+    for extra in ((), ("--batch", 3), ("--batch", 2, "--shuffle", 9), ("--shuffle", 0)):
+        r = _sanitized(asan_xor, "train", "--params", d / "params.bin", "--data", data,
+                       "--steps", 5, "--out", tmp_path / "p.bin", *extra)
+        assert r.returncode == 0, (extra, r.stderr)
+        assert prog.read_params(tmp_path / "p.bin")["optim/step"] == 5
+    for args in (("train", "--batch", 5, "--steps", 1), ("train", "--shuffle", "x"),
+                 ("run", "--batch", 2), ("train", "--steps")):
+        r = _sanitized(asan_xor, *args, "--data", data, "--out", tmp_path / "p.bin")
+        assert r.returncode == 2, (args, r.stderr)

@@ -21,8 +21,51 @@ import numpy as np
 from .. import cudafile
 from ..errors import FormatError, GraphError
 
-EXIT_CODES = {0: "ok", 2: "usage", 3: "no CUDA device", 4: "bad file", 5: "CUDA error"}
+EXIT_CODES = {0: "ok", 2: "usage", 3: "no CUDA device", 4: "bad file", 5: "CUDA error",
+              6: "index out of range"}
 NO_DEVICE = 3
+INDEX_OUT_OF_RANGE = 6
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(state: int) -> tuple[int, int]:
+    """(new state, output) of splitmix64, the generator of `./model train --shuffle`."""
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state, z ^ (z >> 31)
+
+
+def batch_rows(rows: int, batch_size: int, steps: int, seed: int | None = None) -> list[np.ndarray]:
+    """The data rows each step of `./model train --batch batch_size [--shuffle seed]` takes,
+    for a data file of `rows` rows: the program's own order, reproduced in Python.
+
+    An epoch is rows // batch_size steps of full batches, in the epoch's order; the last
+    rows % batch_size rows of that order are left out of the epoch (Trainer.fit with
+    drop_last=True). The order is 0..rows-1, or with a seed a fresh permutation per epoch:
+    Fisher-Yates over the identity (k from rows-1 down to 1 swaps k with r % (k + 1)),
+    r drawn from splitmix64 seeded with `seed`, one stream over all epochs. It is not
+    NumPy's stream: Trainer.fit(shuffle=True, seed=s) visits the rows in another order."""
+    rows, batch_size, steps = int(rows), int(batch_size), int(steps)
+    if not 1 <= batch_size <= rows:
+        raise ValueError(f"batch_size {batch_size} must be between 1 and the {rows} rows")
+    if seed is not None and not 0 <= int(seed) <= _MASK64:
+        raise ValueError(f"seed {seed} must be an integer in [0, 2**64)")
+    per_epoch = rows // batch_size
+    state = None if seed is None else int(seed)
+    order = np.arange(rows)
+    out = []
+    for s in range(steps):
+        j = s % per_epoch
+        if state is not None and j == 0:
+            order = np.arange(rows)
+            for k in range(rows - 1, 0, -1):
+                state, r = _splitmix64(state)
+                m = r % (k + 1)
+                order[k], order[m] = order[m], order[k]
+        out.append(order[j * batch_size:(j + 1) * batch_size].copy())
+    return out
 ARCH = "sm_90"
 
 
@@ -286,11 +329,23 @@ class CudaProgram:
         outs = [o if o.ndim else o[()] for o in outs]
         return outs[0] if self.single else tuple(outs)
 
-    def train(self, feeds: dict, steps: int, lr: float | None = None, device: str = "auto") -> str:
-        """`./model train` on `feeds` (every step on the whole data): the trained
-        parameters land in g.values; returns the program's report (loss, ms per step)."""
+    def train(self, feeds: dict, steps: int, lr: float | None = None, device: str = "auto",
+              batch_size: int | None = None, shuffle: bool = False, seed: int = 0) -> str:
+        """`./model train` on `feeds`: the trained parameters land in g.values; returns
+        the program's report (loss, ms per step).
+
+        Every step runs on the whole data, or with `batch_size` on the next batch_size
+        rows (`--batch`): an epoch is len(data) // batch_size steps, the remainder rows of
+        an epoch are left out (Trainer.fit(drop_last=True)); `shuffle=True` draws a new
+        order of the rows every epoch from `seed` (`--shuffle seed`; `batch_rows` lists
+        the rows of each step; the order is not NumPy's, so not Trainer.fit's)."""
         if not self.function.updates:
             raise GraphError("train needs a training program (compile with updates=...)")
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if shuffle and (isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= _MASK64):
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         with tempfile.TemporaryDirectory(prefix="graphnn-train-") as d:
             p, x, p2 = (os.path.join(d, f) for f in ("p.bin", "x.bin", "p2.bin"))
             self.write_params(p)
@@ -300,6 +355,10 @@ class CudaProgram:
                 args += ["--data", x]
             if lr is not None:
                 args += ["--lr", repr(float(lr))]
+            if batch_size is not None:
+                args += ["--batch", str(int(batch_size))]
+            if shuffle:
+                args += ["--shuffle", str(int(seed))]
             r = self._exec(args, device)
             self.load_params(p2)
         return r.stdout
@@ -313,4 +372,4 @@ def compile_cuda(fn, graph, name: str, key: str, single: bool) -> CudaProgram:
 
 
 __all__ = ["CudaProgram", "compile_cuda", "cpu_command", "gpu_command", "cublas_paths",
-           "FormatError", "NO_DEVICE"]
+           "batch_rows", "FormatError", "NO_DEVICE", "INDEX_OUT_OF_RANGE"]

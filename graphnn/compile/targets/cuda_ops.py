@@ -403,8 +403,10 @@ class CudaOps:
 
     def c_take(self, n: Node, out: str) -> list[str]:
         """take (numpy.take along an axis, indices fed at run time: negative ones count
-        from the end, one out of range reads as 0 instead of raising) and take_adjoint
-        (each element sums the cotangent entries whose index selects it)."""
+        from the end) and take_adjoint (each element sums the cotangent entries whose
+        index selects it). An index out of range reads as 0 and is recorded
+        (gn_index_fault, with the node's escaped name): the program exits with code 6
+        after the step, where NumPy raises IndexError."""
         T = _ctype(n.dtype)
         if n.op == "take":
             x, idx = n.inputs
@@ -416,6 +418,7 @@ class CudaOps:
             raise GraphError(f"backend 'cuda' cannot print op {n.op!r} (node {n.name!r}): "
                              "indices along the batch axis")
         k = idx.ndim
+        coords = [f"    const long c{d} = {_coord('i', n.shape, d)};" for d in range(n.ndim)]
         if n.op == "take":
             xs = _strides(x.shape)
             ist = _strides(idx.shape)
@@ -423,25 +426,43 @@ class CudaOps:
             terms = [f"c{d} * {xs[d]}" for d in range(ax) if x.shape[d] != 1]
             terms.append(f"j * {xs[ax]}")
             terms += [f"c{d + k - 1} * {xs[d]}" for d in range(ax + 1, x.ndim) if x.shape[d] != 1]
-            lines = [f"    long j = (long)p1[{iterm}];",
-                     f"    if (j < 0) j += {size};",
-                     f"    const {T} v = (j >= 0 && j < {size}) ? p0[{' + '.join(terms)}] : ({T})0;"]
-            return self.c_index_map("take", f"take along axis {ax} (indices fed at run time)", n, out,
-                                    lines, [x, idx])
-        gs = _strides(g.shape)
-        M = count_code(idx.shape) if idx.shape else "1"
-        lines = [f"    {T} v = 0;",
-                 f"    for (long m = 0; m < {M}; m++) {{",
-                 f"        long j = (long)p1[m];",
-                 f"        if (j < 0) j += {size};",
-                 f"        if (j != c{ax}) continue;"]
-        mco = [_coord("m", idx.shape, j) for j in range(k)]
-        terms = [f"c{d} * {gs[d]}" for d in range(ax) if g.shape[d] != 1]
-        terms += [f"{mco[j]} * {gs[ax + j]}" for j in range(k) if g.shape[ax + j] != 1]
-        terms += [f"c{d} * {gs[d + k - 1]}" for d in range(ax + 1, x.ndim) if g.shape[d + k - 1] != 1]
-        lines += [f"        v += p0[{' + '.join(terms) or '0'}];", "    }"]
-        return self.c_index_map("take_adjoint", f"the adjoint of take along axis {ax}", n, out,
-                                lines, [g, idx])
+            lines = [f"    const long long j0 = (long long)p1[{iterm}];",
+                     f"    const long long j = j0 < 0 ? j0 + {size} : j0;",
+                     f"    if (j < 0 || j >= {size}) {{ gn_index_fault(site, j0, {size}); o0[i] = ({T})0; return; }}",
+                     f"    o0[i] = p0[{' + '.join(terms)}];"]
+            what, comment, srcs = "take", f"take along axis {ax} (indices fed at run time, checked)", [x, idx]
+        else:
+            gs = _strides(g.shape)
+            M = count_code(idx.shape) if idx.shape else "1"
+            lines = [f"    {T} v = 0;",
+                     f"    for (long m = 0; m < {M}; m++) {{",
+                     f"        const long long j0 = (long long)p1[m];",
+                     f"        const long long j = j0 < 0 ? j0 + {size} : j0;",
+                     f"        if (j < 0 || j >= {size}) {{ gn_index_fault(site, j0, {size}); continue; }}",
+                     f"        if (j != c{ax}) continue;"]
+            mco = [_coord("m", idx.shape, j) for j in range(k)]
+            terms = [f"c{d} * {gs[d]}" for d in range(ax) if g.shape[d] != 1]
+            terms += [f"{mco[j]} * {gs[ax + j]}" for j in range(k) if g.shape[ax + j] != 1]
+            terms += [f"c{d} * {gs[d + k - 1]}" for d in range(ax + 1, x.ndim) if g.shape[d + k - 1] != 1]
+            lines += [f"        v += p0[{' + '.join(terms) or '0'}];", "    }", "    o0[i] = v;"]
+            what, comment, srcs = "take_adjoint", f"the adjoint of take along axis {ax}", [g, idx]
+        lines = coords + lines
+        params = [f"const {_ctype(s_.dtype)}* p{j}" for j, s_ in enumerate(srcs)] + [f"{T}* o0",
+                                                                                     "const char* site"]
+        key = ("take", tuple(params), tuple(lines))
+
+        def make(name):
+            return "\n".join([
+                f"/* {name}: {comment} */",
+                f"GN_FN void {name}_at(long i, long B, {', '.join(params)}) {{", *lines, "}",
+                f"__global__ void {name}_kernel(long n, long B, {', '.join(params)}) {{",
+                f"    GN_FOR_EACH(i, n) {name}_at(i, B, p0, p1, o0, site);", "}"])
+        kname = self._define(key, what, "layout", make)
+        # the site: the node's name as ascii() spells it (quoted, escaped), then a C literal
+        site = _cstring(f"{ascii(n.name)} ({n.op} along axis {ax})")
+        return [self.launch(kname, count_code(n.shape), [self.ptr(s_) for s_ in srcs] +
+                            [self.c(out), site]),
+                "gn_index_checks = 1;  // the host reads the index fault record after the step"]
 
     def c_scatter(self, n: Node, out: str) -> list[str]:
         """Zeros shaped like the 2nd input with the 1st (broadcast to the index result)

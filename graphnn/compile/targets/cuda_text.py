@@ -9,6 +9,8 @@ RUNTIME = r"""
 #include <stdint.h>
 #include <math.h>
 #include <time.h>
+#include <errno.h>
+#include <limits.h>
 
 #ifdef GN_CPU
 /* ---- CPU build: kernels are host loops, gn_gemm a reference GEMM ---- */
@@ -83,6 +85,30 @@ static void gn_gemm(bool ta, bool tb, long M, long N, long K, const float* A, lo
     GN_CUBLAS(cublasSgemmStridedBatched(gn_cublas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
         (int)M, (int)N, (int)K, &one, A, (int)lda, sA, Bm, (int)ldb, sB, &zero, C, (int)ldc, sC, (int)batch));
 }
+#endif
+
+/* an index out of range (take, gathering from indices fed at run time): the kernel
+   records the first one (its node, as a host string pointer it never reads; the
+   index; the axis size) and reads 0; the host checks after each step (gn_faults_ok)
+   and exits with code 6, as NumPy raises IndexError */
+typedef struct { const char* site; long long index; long long size; int hit; } gn_fault_t;
+static int gn_index_checks = 0;  /* set by a step that ran a checked gather */
+#ifdef GN_CPU
+static gn_fault_t gn_fault;
+static inline void gn_index_fault(const char* site, long long index, long long size) {
+    if (!gn_fault.hit) { gn_fault.site = site; gn_fault.index = index; gn_fault.size = size; gn_fault.hit = 1; }
+}
+static void gn_fault_read(gn_fault_t* f) { *f = gn_fault; }
+#else
+__device__ gn_fault_t gn_fault;
+__host__ __device__ inline void gn_index_fault(const char* site, long long index, long long size) {
+#ifdef __CUDA_ARCH__
+    if (atomicCAS(&gn_fault.hit, 0, 1) == 0) { gn_fault.site = site; gn_fault.index = index; gn_fault.size = size; }
+#else
+    (void)site; (void)index; (void)size;
+#endif
+}
+static void gn_fault_read(gn_fault_t* f) { GN_CUDA(cudaMemcpyFromSymbol(f, gn_fault, sizeof *f)); }
 #endif
 
 template <typename T>
@@ -178,20 +204,37 @@ static long gn_check(const char* path, int kind, const char* hash, gn_tensor* t,
     return B;
 }
 
-/* read the tensors of a checked file into their buffers */
-static int gn_read(const char* path, int kind, const char* hash, gn_tensor* t, int count, long B_expected) {
+/* read the tensors of a checked file into host memory: host[k] (malloc'd), for batch B_expected */
+static int gn_load(const char* path, int kind, const char* hash, gn_tensor* t, int count, long B_expected, void** host) {
     FILE* f = NULL; int ok = 1;
     long B = gn_check(path, kind, hash, t, count, &f);
     if (B < 0) return 0;
     if (gn_has_batch(t, count) && B != B_expected) { fprintf(stderr, "model: %s: batch size %ld, expected %ld\n", path, B, B_expected); fclose(f); return 0; }
+    for (int k = 0; k < count; k++) host[k] = NULL;
     for (int k = 0; k < count; k++) {
         size_t b = gn_bytes(&t[k], B, &ok);
-        void* host = malloc(b ? b : 1);
-        if (!host || fread(host, 1, b, f) != b) { fprintf(stderr, "model: %s: cannot read tensor %s\n", path, t[k].name); free(host); fclose(f); return 0; }
-        gn_to_device(*t[k].ptr, host, b);
-        free(host);
+        host[k] = malloc(b ? b : 1);
+        if (!host[k] || fread(host[k], 1, b, f) != b) {
+            fprintf(stderr, "model: %s: cannot read tensor %s\n", path, t[k].name);
+            for (int m = 0; m <= k; m++) { free(host[m]); host[m] = NULL; }
+            fclose(f); return 0;
+        }
     }
     fclose(f);
+    return 1;
+}
+
+/* read the tensors of a checked file into their buffers */
+static int gn_read(const char* path, int kind, const char* hash, gn_tensor* t, int count, long B_expected) {
+    void** host = (void**)calloc(count > 0 ? count : 1, sizeof(void*));
+    int ok = 1;
+    if (!host) { fprintf(stderr, "model: out of host memory\n"); return 0; }
+    if (!gn_load(path, kind, hash, t, count, B_expected, host)) { free(host); return 0; }
+    for (int k = 0; k < count; k++) {
+        gn_to_device(*t[k].ptr, host[k], gn_bytes(&t[k], B_expected, &ok));
+        free(host[k]);
+    }
+    free(host);
     return 1;
 }
 
@@ -222,12 +265,78 @@ static double gn_now(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* ---- mini-batches: train --batch N [--shuffle SEED] ----
+   Step s takes rows [j*N, (j+1)*N) of the epoch's order, j = s mod (R / N) for R data
+   rows: R / N steps per epoch, each a full batch; the last R mod N rows of an epoch's
+   order are left out of it (graphnn's Trainer.fit(drop_last=True)). The order is
+   0..R-1, or with --shuffle a fresh permutation per epoch: Fisher-Yates over the
+   identity driven by splitmix64 seeded with SEED (cuda_build.batch_rows is its
+   Python twin; NumPy's generator, which Trainer.fit uses, is another stream). */
+static uint64_t gn_rng_next(uint64_t* state) {  /* splitmix64 (Steele, Lea, Flood 2014) */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static void gn_permute(long* order, long n, uint64_t* state) {
+    for (long k = 0; k < n; k++) order[k] = k;
+    for (long k = n - 1; k > 0; k--) {
+        long j = (long)(gn_rng_next(state) % (uint64_t)(k + 1));
+        long t = order[k]; order[k] = order[j]; order[j] = t;
+    }
+}
+static void** gn_data_host = NULL;  /* the data file's tensors (train --batch): host copies */
+static char* gn_stage = NULL;       /* one batch of one input, gathered on the host */
+static long* gn_order = NULL;       /* the epoch's row order (--shuffle) */
+static void gn_batches_free(void) {
+    if (gn_data_host) for (int k = 0; k < GN_N_INPUTS; k++) free(gn_data_host[k]);
+    free(gn_data_host); free(gn_stage); free(gn_order);
+    gn_data_host = NULL; gn_stage = NULL; gn_order = NULL;
+}
+/* the only batch axis of input k (-1: none), and the bytes before (pre, in rows) and after it */
+static int gn_batch_axis(const gn_tensor* t, size_t* pre, size_t* post) {
+    int ax = -1;
+    *pre = 1; *post = gn_itemsize(t->dtype);
+    for (int d = 0; d < t->ndim; d++) if (t->dims[d] < 0) ax = d;
+    for (int d = 0; d < t->ndim; d++) if (d != ax) { if (ax < 0 || d > ax) *post *= (size_t)t->dims[d]; else *pre *= (size_t)t->dims[d]; }
+    return ax;
+}
+/* rows rows[0..N) (NULL: first..first+N) of the host data into the inputs' buffers */
+static void gn_upload_batch(long R, long N, const long* rows, long first) {
+    for (int k = 0; k < GN_N_INPUTS; k++) {
+        size_t pre, post;
+        if (gn_batch_axis(&GN_INPUTS[k], &pre, &post) < 0) continue;  /* uploaded once */
+        const char* src = (const char*)gn_data_host[k];
+        if (!rows && pre == 1) { gn_to_device(*GN_INPUTS[k].ptr, src + (size_t)first * post, (size_t)N * post); continue; }
+        for (size_t p = 0; p < pre; p++)
+            for (long r = 0; r < N; r++)
+                memcpy(gn_stage + (p * (size_t)N + (size_t)r) * post,
+                       src + (p * (size_t)R + (size_t)(rows ? rows[r] : first + r)) * post, post);
+        gn_to_device(*GN_INPUTS[k].ptr, gn_stage, pre * (size_t)N * post);
+    }
+}
+
+/* after a step: 1, or 0 with one line on stderr when a gather met an index out of range */
+static int gn_faults_ok(long step) {
+    if (!gn_index_checks) return 1;
+    gn_fault_t f;
+    gn_fault_read(&f);
+    if (!f.hit) return 1;
+    fprintf(stderr, "model: node %s: index %lld is out of range for an axis of size %lld", f.site, f.index, f.size);
+    if (step > 0) fprintf(stderr, " (step %ld)", step);
+    fprintf(stderr, "; nothing written\n");
+    return 0;
+}
+
 static int gn_usage(void) {
     fprintf(stderr,
-        "usage: model train --data D.bin --steps N [--lr X] [--params P.bin] --out P2.bin\n"
+        "usage: model train --data D.bin --steps N [--batch M [--shuffle SEED]] [--lr X] [--params P.bin] --out P2.bin\n"
         "       model infer --data X.bin [--params P.bin] --out Y.bin\n"
         "       model run   --data X.bin [--params P.bin] --out Y.bin [--params-out P2.bin]\n"
-        "exit codes: 0 ok, 2 usage, 3 no CUDA device, 4 bad file, 5 CUDA error\n");
+        "train --batch M: each step takes the next M rows of the data (an epoch: R / M steps for R\n"
+        "  rows; the R mod M rows left over are left out of the epoch); --shuffle SEED: a new order\n"
+        "  of the rows every epoch (Fisher-Yates, splitmix64 seeded with SEED)\n"
+        "exit codes: 0 ok, 2 usage, 3 no CUDA device, 4 bad file, 5 CUDA error, 6 index out of range\n");
     return 2;
 }
 
@@ -235,22 +344,44 @@ int main(int argc, char** argv) {
     if (argc < 2) return gn_usage();
     const char* mode = argv[1];
     const char *data = NULL, *params = NULL, *out = NULL, *params_out = NULL, *lr = NULL;
-    long steps = 1;
+    long steps = 1, batch = 0;
+    int shuffle = 0;
+    uint64_t seed = 0;
     for (int k = 2; k < argc; k++) {
         if (k + 1 >= argc) return gn_usage();
         const char* v = argv[++k];
+        char* e;
         if (!strcmp(argv[k - 1], "--data")) data = v;
         else if (!strcmp(argv[k - 1], "--params")) params = v;
         else if (!strcmp(argv[k - 1], "--out")) out = v;
         else if (!strcmp(argv[k - 1], "--params-out")) params_out = v;
         else if (!strcmp(argv[k - 1], "--lr")) lr = v;
-        else if (!strcmp(argv[k - 1], "--steps")) { char* e; steps = strtol(v, &e, 10); if (*e || steps < 0) return gn_usage(); }
+        else if (!strcmp(argv[k - 1], "--steps")) { steps = strtol(v, &e, 10); if (*v < '0' || *v > '9' || *e || steps < 0 || steps == LONG_MAX) return gn_usage(); }
+        else if (!strcmp(argv[k - 1], "--batch")) { batch = strtol(v, &e, 10); if (*v < '0' || *v > '9' || *e || batch < 1 || batch > GN_MAX_BATCH) return gn_usage(); }
+        else if (!strcmp(argv[k - 1], "--shuffle")) {
+            errno = 0;
+            unsigned long long x = strtoull(v, &e, 10);
+            if (*v < '0' || *v > '9' || *e || errno == ERANGE) return gn_usage();
+            seed = (uint64_t)x; shuffle = 1;
+        }
         else return gn_usage();
     }
     int train = !strcmp(mode, "train"), infer = !strcmp(mode, "infer"), run = !strcmp(mode, "run");
     if (!(train || infer || run) || !out) return gn_usage();
     if (train && !GN_HAS_UPDATES) { fprintf(stderr, "model: this program has no parameter updates (a forward-only export): use infer\n"); return 2; }
     if (lr && GN_LR_PARAM < 0) { fprintf(stderr, "model: --lr: this program has no optim/lr parameter\n"); return 2; }
+    int batched = batch > 0 || shuffle;  /* train on mini-batches of the data */
+    if (batched && !train) { fprintf(stderr, "model: --batch and --shuffle are options of train\n"); return 2; }
+    if (batched) {
+        int axes = 0;
+        for (int k = 0; k < GN_N_INPUTS; k++) {
+            int n = 0;
+            for (int d = 0; d < GN_INPUTS[k].ndim; d++) n += GN_INPUTS[k].dims[d] < 0;
+            if (n > 1) { fprintf(stderr, "model: --batch: input %s has %d batch axes, mini-batches need one\n", GN_INPUTS[k].name, n); return 2; }
+            axes += n;
+        }
+        if (!axes) { fprintf(stderr, "model: --batch: no input of this program has a batch axis\n"); return 2; }
+    }
     if (!gn_device_init()) { fprintf(stderr, "model: no CUDA device or driver available (build with -DGN_CPU for the CPU)\n"); return 3; }
     char default_params[4096];
     if (!params) {  /* params.bin beside the program */
@@ -259,17 +390,36 @@ int main(int argc, char** argv) {
                  slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
         params = default_params;
     }
-    long B = 0;
+    long B = 0, R = 0;  /* R: the data's rows; B: the batch a step runs (R unless --batch) */
     if (GN_N_INPUTS > 0) {
         if (!data) { fprintf(stderr, "model: --data is required (inputs: %s ...)\n", GN_INPUTS[0].name); return 2; }
         FILE* f = NULL;
-        B = gn_check(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, &f);
+        R = B = gn_check(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, &f);
         if (B < 0) return 4;
         fclose(f);
     }
+    if (batched) {
+        if (!batch) batch = R;
+        if (batch > R) { fprintf(stderr, "model: --batch %ld: the data (%s) has %ld rows\n", batch, data, R); return 2; }
+        B = batch;
+    }
     if (!gn_alloc(B)) { fprintf(stderr, "model: cannot allocate the buffers for batch size %ld\n", B); return 5; }
     if (GN_N_PARAMS > 0 && !gn_read(params, GN_KIND_PARAMS, GN_HASH_PARAMS, GN_PARAMS, GN_N_PARAMS, 0)) return 4;
-    if (GN_N_INPUTS > 0 && !gn_read(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, B)) return 4;
+    if (batched) {
+        size_t stage = 1;
+        gn_data_host = (void**)calloc(GN_N_INPUTS, sizeof(void*));
+        if (!gn_data_host) { fprintf(stderr, "model: out of host memory\n"); return 5; }
+        if (!gn_load(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, R, gn_data_host)) { gn_batches_free(); return 4; }
+        for (int k = 0; k < GN_N_INPUTS; k++) {
+            size_t pre, post; int ok = 1;
+            if (gn_batch_axis(&GN_INPUTS[k], &pre, &post) < 0)
+                gn_to_device(*GN_INPUTS[k].ptr, gn_data_host[k], gn_bytes(&GN_INPUTS[k], R, &ok));
+            else if (pre * (size_t)B * post > stage) stage = pre * (size_t)B * post;
+        }
+        gn_stage = (char*)malloc(stage);
+        gn_order = shuffle ? (long*)malloc(sizeof(long) * (size_t)R) : NULL;
+        if (!gn_stage || (shuffle && !gn_order)) { fprintf(stderr, "model: out of host memory\n"); gn_batches_free(); return 5; }
+    } else if (GN_N_INPUTS > 0 && !gn_read(data, GN_KIND_DATA, GN_HASH_DATA, GN_INPUTS, GN_N_INPUTS, B)) return 4;
     if (lr) {
         double v = atof(lr);
         if (GN_PARAMS[GN_LR_PARAM].dtype == GN_FLOAT32) { float x = (float)v; gn_to_device(*GN_PARAMS[GN_LR_PARAM].ptr, &x, 4); }
@@ -278,13 +428,23 @@ int main(int argc, char** argv) {
     if (train) {
         int scalar_loss = GN_N_OUTPUTS > 0 && GN_OUTPUTS[0].ndim == 0 &&
                           (GN_OUTPUTS[0].dtype == GN_FLOAT64 || GN_OUTPUTS[0].dtype == GN_FLOAT32);
+        long per_epoch = batched ? R / B : 1;
+        if (batched) {
+            printf("batch size %ld, %ld data rows: %ld steps per epoch, %ld rows left out of each epoch", B, R, per_epoch, R - per_epoch * B);
+            if (shuffle) printf(", shuffled (seed %llu)\n", (unsigned long long)seed); else printf(", in order\n");
+        }
         double total = 0, first = 0;
         for (long s = 0; s < steps; s++) {
+            long j = s % per_epoch;
+            if (shuffle && j == 0) gn_permute(gn_order, R, &seed);
             gn_sync();
             double t0 = gn_now();
+            if (batched && (shuffle || per_epoch > 1 || s == 0))
+                gn_upload_batch(R, B, shuffle ? gn_order + j * B : NULL, j * B);
             gn_step(B, 1);
             gn_sync();
             double dt = gn_now() - t0;
+            if (!gn_faults_ok(s + 1)) { gn_batches_free(); return 6; }
             total += dt;
             if (s == 0) first = dt;
             if (scalar_loss && (s < 10 || s % 100 == 0 || s == steps - 1)) {
@@ -294,6 +454,7 @@ int main(int argc, char** argv) {
                 printf("step %ld: %s %.17g (%.4g ms)\n", s + 1, GN_OUTPUTS[0].name, loss, dt * 1e3);
             }
         }
+        gn_batches_free();
         printf("%ld steps, %.4g ms per step", steps, steps ? total * 1e3 / steps : 0.0);
         if (steps > 1) printf(" (%.4g ms per step after the first)", (total - first) * 1e3 / (steps - 1));
         printf("\n");
@@ -301,6 +462,7 @@ int main(int argc, char** argv) {
     }
     gn_step(B, run ? 1 : 0);
     gn_sync();
+    if (!gn_faults_ok(0)) return 6;
     if (!gn_write(out, GN_KIND_OUTPUTS, GN_HASH_OUTPUTS, GN_OUTPUTS, GN_N_OUTPUTS, B)) return 4;
     if (params_out && !gn_write(params_out, GN_KIND_PARAMS, GN_HASH_PARAMS, GN_PARAMS, GN_N_PARAMS, 0)) return 4;
     return 0;
