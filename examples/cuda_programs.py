@@ -2,9 +2,10 @@
 
 For each network graphnn writes a program directory (model.cu, params.bin, Makefile)
 and builds it: with nvcc on a machine with a GPU, else the CPU build of the same
-file (-DGN_CPU). The executable trains (`./model train`), writes the trained
-parameters, and they are loaded back into the Graph; a forward-only export then
-infers, and its outputs equal the NumPy program's with the loaded weights.
+file (-DGN_CPU). The executable trains (`./model train`; the MLP on shuffled
+mini-batches, `--batch 32 --shuffle 0`), writes the trained parameters, and they
+are loaded back into the Graph; a forward-only export then infers, and its outputs
+equal the NumPy program's with the loaded weights.
 
 Run: python examples/cuda_programs.py [OUTDIR]   (default: a temporary directory)
 """
@@ -30,7 +31,7 @@ if build == "cpu" and cuda_build.cxx() is None:
 print(f"building the {'GPU' if build == 'gpu' else 'CPU (-DGN_CPU)'} programs in {out_dir}")
 
 
-def train_and_infer(tag, g, out, loss, feeds, optimizer, steps):
+def train_and_infer(tag, g, out, loss, feeds, optimizer, steps, batch=()):
     params = [p for p in g.params]
     step = gn.compile([loss], updates=optimizer.build(params, gn.grad(loss, params)),
                       backend="cuda")
@@ -39,9 +40,10 @@ def train_and_infer(tag, g, out, loss, feeds, optimizer, steps):
     exe = paths["executable"]
     step.write_data(os.path.join(d, "data.bin"), feeds)
     print(f"\n{tag}: {len(step.kernels)} kernels, {step.launches} launches per step; "
-          f"{os.path.relpath(exe, out_dir)} train --data data.bin --steps {steps} --out trained.bin")
-    r = subprocess.run([exe, "train", "--data", "data.bin", "--steps", str(steps), "--out",
-                        "trained.bin"], cwd=d, capture_output=True, text=True, check=True)
+          f"{os.path.relpath(exe, out_dir)} train --data data.bin --steps {steps} "
+          f"{' '.join(batch) + ' ' if batch else ''}--out trained.bin")
+    r = subprocess.run([exe, "train", "--data", "data.bin", "--steps", str(steps), *batch,
+                        "--out", "trained.bin"], cwd=d, capture_output=True, text=True, check=True)
     lines = r.stdout.strip().splitlines()
     print("\n".join("  " + ln for ln in lines[:3] + ["  ..."] + lines[-2:]))
     step.load_params(os.path.join(d, "trained.bin"))  # the trained model, back in the Graph
@@ -81,5 +83,6 @@ g = gn.Graph("moons", seed=0)
 x, y = g.input("x", (None, 2)), g.input("y", (None, 1))
 logits = gn.nn.MLP([16, 16, 1], activation="tanh")(x).named("logits")
 pred = train_and_infer("mlp", g, logits, gn.bce_with_logits(logits, y).named("loss"),
-                       {"x": P, "y": labels[:, None]}, gn.optim.Adam(lr=0.02), 400)
+                       {"x": P, "y": labels[:, None]}, gn.optim.Adam(lr=0.02), 400,
+                       batch=("--batch", "32", "--shuffle", "0"))  # 4 steps per epoch, 100 epochs
 print(f"  MLP accuracy after training: {np.mean((pred.ravel() > 0) == (labels > 0.5)):.3f}")
