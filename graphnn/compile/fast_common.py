@@ -40,10 +40,10 @@ def _tag(shape) -> str:
 
 
 def _flat_group(ms) -> bool:
-    """Members that share one flat buffer per role (see _plan_groups)."""
+    """Members that share one flat buffer per role (see update_plan._layout)."""
     m0 = ms[0]
-    return len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0["kinds"]) and \
-        all(p in m0["leaves"] for p in m0["params"])
+    return len(ms) > 1 and all(k[0] in ("s", "p", "f") for k in m0.kinds) and \
+        all(p in m0.leaves for p in m0.params)
 
 
 _PLACE = re.compile(r"\{(\w+)\}")

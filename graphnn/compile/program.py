@@ -294,7 +294,7 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
         from .targets.cupy import CupyPrinter as P
         fast = True
     elif fast:
-        from .fast import FastPrinter as P
+        from .targets.numpy import NumpyPrinter as P
     hit = _CACHE.get(key)
     if hit is None:
         printer = P(fn, name or graph.name, kernels) if fast else P(fn, name or graph.name)

@@ -35,16 +35,21 @@ from ...errors import GraphError
 from ...graph import Node
 from ...ops import shapes as shape_rules
 from .. import cuda_c, fusion
-from ..fast import _EXPR_CACHE, FastPrinter
+from ..schedule import _EXPR_CACHE, Caps, Fused, Matmul, Opaque, Reduce, ReduceAll, Softmax
+from ..update_plan import component_leaf_exprs
 from ..fast_common import _dname
-from ..fast_text import _fused_note
 from .cuda_common import (FLOATS, supports, _ctype, _ccomment, _cstring, count_code, broadcast_index, declaration_hash)
 from .cuda_ops import CudaOps
 from .cuda_text import MAIN, RUNTIME
+from .numpy import NumpyPrinter, _fused_note
 
-class CudaPrinter(CudaOps, FastPrinter):
+class CudaPrinter(CudaOps, NumpyPrinter):
     """Prints a Function (outputs and parameter updates) as one CUDA C file."""
     xp = "np"  # the base printer's bookkeeping lines (flat buffers, views) are parsed
+    # no [h, 1] @ [W; b] folds (cuBLAS runs the matmul, a kernel the bias); sum(a * b) is a
+    # fused product and a reduction kernel; a 2-D transpose stays a view only where cuBLAS
+    # reads it (a transpose flag)
+    caps = Caps(bias_fold=False, dot_reductions=False, transpose_views="matmul")
 
     def __init__(self, fn, name: str = "step", kernels: str = "numpy"):
         super().__init__(fn, name, "numpy")
@@ -70,22 +75,6 @@ class CudaPrinter(CudaOps, FastPrinter):
         self.c_tail: list = []                         # update code: ("k", callable) / text
         self.c_deferred: list = []
         self.ones: dict[str, tuple] = {}               # dtype -> (batch long?, fixed length)
-
-    # -- plan adjustments (this target's spellings) ------------------------------------------
-    def _fold_candidates(self) -> dict:
-        return {}  # no [h, 1] @ [W; b] folds: cuBLAS runs the matmul, a kernel the bias
-
-    def _dot_reductions(self) -> dict:
-        return {}  # sum(a * b) is a fused product and a reduction kernel
-
-    def classify(self):
-        super().classify()
-        # a 2-D transpose stays a view only where cuBLAS reads it (a transpose flag)
-        for k in list(self.alias):
-            cons = self.consumers[k]
-            if not cons or not all(c.op == "matmul" and c.ndim == 2 and all(i.ndim == 2 for i in c.inputs)
-                                   for c in cons):
-                del self.alias[k]
 
     # -- names ---------------------------------------------------------------------------------
     def c(self, pyname: str) -> str:
@@ -113,7 +102,7 @@ class CudaPrinter(CudaOps, FastPrinter):
         if self.is_arg(s):
             return self.namer(s)
         if self.plan is not None and id(s) in self.plan.buffer:
-            return self.plan.buffer[id(s)]
+            return self.buffer_name(self.plan.buffer[id(s)])
         ident = self.namer(s)
         self.loose[ident] = s
         return ident
@@ -231,9 +220,9 @@ class CudaPrinter(CudaOps, FastPrinter):
         its first member): every leaf read once, every new value written once. A
         parameter another component still reads is written to a buffer of its own and
         copied in after every reader ran."""
-        nodes, leaves = m["nodes"], m["leaves"]
-        roots, writes, full = self._component_leaf_exprs(m)
-        shape = (total,) if total is not None else m["shape"]
+        nodes, leaves = m.nodes, m.leaves
+        roots, writes, full = component_leaf_exprs(m, self.fn.updates, self.source_of)
+        shape = (total,) if total is not None else m.shape
         used = sorted({int(s.name[1:]) for r in roots for s in full[id(r)].free_symbols})
         specs, args = [], []
         for k in used:
@@ -275,7 +264,7 @@ class CudaPrinter(CudaOps, FastPrinter):
 
     # -- the program ---------------------------------------------------------------------------
     def source(self) -> tuple[str, dict]:
-        args, statements, _texts = self.plan_program()
+        args, kernels = self.plan_program()
         # flat buffers and their views (the base printer's module lines)
         for line in self.globals_:
             if line.startswith("#") or not line.strip():
@@ -292,26 +281,24 @@ class CudaPrinter(CudaOps, FastPrinter):
         for p, v in self.flat_params:
             self.views[self.c(self.namer(p))] = (self.c(v), 0)
         body: list[str] = []
-        for st, n, kind in self._entries:
+        for k in kernels:
+            n = k.node
             body.append(self.cnote(n))
-            if kind[0] == "ew":
-                out = self.value_of(n)
-                body += self.c_group(n, out)
-            elif kind[0] == "matmul":
+            if isinstance(k, Fused):
+                body += self.c_group(n, self.value_of(n))
+            elif isinstance(k, Matmul):
                 body += self.c_matmul(n, self.value_of(n))
-            elif kind[0] == "reduce":
+            elif isinstance(k, (Reduce, ReduceAll)):
                 body += self.c_reduce(n, self.value_of(n), n.op)
-            elif kind[0] == "reduce_all":
-                body += self.c_reduce(n, self.value_of(n), n.op)
-            elif kind[0] == "softmax":
+            elif isinstance(k, Softmax):
                 body += self.c_softmax(n, self.value_of(n))
-            elif kind[0] == "plain":
-                body += self.c_plain(n, kind[1])
+            elif isinstance(k, Opaque):
+                body += self.c_plain(n, None if k.fixed is None else self.buffer_name(k.fixed))
             else:
-                raise GraphError(f"backend 'cuda': internal: statement kind {kind[0]!r} "
+                raise GraphError(f"backend 'cuda': internal: kernel {type(k).__name__} "
                                  f"(node {n.name!r})")
         counts = []  # values that depend on the batch size only: set first
-        for n in self.batch_consts:
+        for n in self.schedule.batch_consts:
             x = n.inputs[0]
             axes = shape_rules.norm_axes(n.attrs["axis"], x.ndim, x.shape)
             counts.append(self.cnote(n))
@@ -387,7 +374,7 @@ class CudaPrinter(CudaOps, FastPrinter):
               f" * Inputs ({len(inputs)}): " + _ccomment(", ".join(p.name for p in inputs))[:300],
               f" * Outputs ({len(outputs)}): " + _ccomment(", ".join(p.name for p in outputs))[:300],
               f" * Updates: {len(self.fn.updates)} parameters"
-              + (f" in {len(self.groups)} update group(s)" if self.groups else ""),
+              + (f" in {len(self.schedule.groups)} update group(s)" if self.schedule.groups else ""),
               " * Files: graphnn tensor files (graphnn/cudafile.py): a 48-byte header, then raw tensors.",
               " */"]
         L.append(RUNTIME)

@@ -29,8 +29,10 @@ from ...errors import GraphError
 from ...graph import Node
 from ...ops.registry import get_op
 from .. import cuda_c, fusion
-from ..fast import _EXPR_CACHE, FastPrinter
+from ..schedule import _EXPR_CACHE
+from ..update_plan import component_leaf_exprs
 from ..printer import comment_name, comment_text, helper_source
+from .numpy import NumpyPrinter
 
 # ops whose NumPy code means the same with CuPy's module (the array API CuPy shares
 # with NumPy); helpers are copied in with `np.` spelled `cp.`
@@ -51,7 +53,7 @@ def supports(op: str) -> bool:
     return spec.elementwise is not None or op in SAME
 
 
-class CupyPrinter(FastPrinter):
+class CupyPrinter(NumpyPrinter):
     xp = "cp"
     read_only_fills = False  # CuPy arrays have no writeable flag
 
@@ -185,9 +187,9 @@ class CupyPrinter(FastPrinter):
         its first member): every leaf read once, every new value written once. A
         parameter another component still reads is written to a buffer of its own
         and copied in after every reader ran (self.deferred)."""
-        nodes, leaves = m["nodes"], m["leaves"]
-        roots, writes, full = self._component_leaf_exprs(m)
-        shape = (total,) if total is not None else m["shape"]
+        nodes, leaves = m.nodes, m.leaves
+        roots, writes, full = component_leaf_exprs(m, self.fn.updates, self.source_of)
+        shape = (total,) if total is not None else m.shape
         used = sorted({int(s.name[1:]) for r in roots for s in full[id(r)].free_symbols})
         in_syms = [fusion.leaf_symbol(k) for k in used]
 
