@@ -1,4 +1,4 @@
-"""The fast training-step program (compile/fast.py) computes what the plain one does.
+"""The fast program (compile/schedule.py printed by compile/targets/numpy.py) computes what the plain one does.
 
 Each check runs the same training step compiled twice (fast=True / fast=False)
 from the same initial parameters for several steps, and against hand-written

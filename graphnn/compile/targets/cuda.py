@@ -1,11 +1,12 @@
-"""The CUDA target: the fast program's plan, printed as one standalone `.cu` file.
+"""The CUDA target: the schedule, printed as one standalone `.cu` file.
 
-A third spelling of the same plan as the NumPy and CuPy targets (llm.c's
+A third rendering of the same schedule as the NumPy and CuPy targets (llm.c's
 `train_gpt2_fp32.cu` is the model of the result). Every planning decision is the
-fast printer's (`compile/fast.py`): fusion groups (one SymPy expression each),
-the buffer plan (`memory.py`), the update groups (`update_groups.py`: parameters,
-gradients and optimizer state of a group are views of one flat buffer per role,
-one kernel updates a whole group). This subclass only prints them as CUDA C:
+lowering's (`compile/schedule.py`, asked with this target's `Caps`): fusion groups
+(one SymPy expression each), the buffer plan (`memory.py`), the update groups
+(`update_plan.py`: parameters, gradients and optimizer state of a group are views
+of one flat buffer per role, one kernel updates a whole group). This subclass of
+the NumPy target names them the same way and prints them as CUDA C:
 
 * each fused element-wise group is one `__global__` kernel named after what it
   fuses, its body a `__host__ __device__` function printed from the group's
@@ -45,7 +46,6 @@ from .numpy import NumpyPrinter, _fused_note
 
 class CudaPrinter(CudaOps, NumpyPrinter):
     """Prints a Function (outputs and parameter updates) as one CUDA C file."""
-    xp = "np"  # the base printer's bookkeeping lines (flat buffers, views) are parsed
     # no [h, 1] @ [W; b] folds (cuBLAS runs the matmul, a kernel the bias); sum(a * b) is a
     # fused product and a reduction kernel; a 2-D transpose stays a view only where cuBLAS
     # reads it (a transpose flag)
@@ -75,6 +75,8 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         self.c_tail: list = []                         # update code: ("k", callable) / text
         self.c_deferred: list = []
         self.ones: dict[str, tuple] = {}               # dtype -> (batch long?, fixed length)
+        self.flat_decls: list[tuple] = []              # (name, elements, dtype, views)
+        self.flat_copies: list[tuple[str, Node]] = []  # (flat view, value copied into it)
 
     # -- names ---------------------------------------------------------------------------------
     def c(self, pyname: str) -> str:
@@ -214,7 +216,12 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         return [self.launch(kname, count_code(root.shape), args + [self.c(out)])]
 
 
-    # -- update groups (update_groups.py calls this per component) -------------------------------
+    # -- update groups (numpy_updates.print_groups names them and calls these) ------------------
+    def declare_flat(self, name: str, total: int, dtype: str, views, optional: bool) -> None:
+        self.flat_decls.append((name, total, dtype, views))  # storage, laid out in _program
+
+    def copy_into_flat(self, view: str, value: Node) -> None:
+        self.flat_copies.append((view, value))
     def _emit_component(self, m, slot_names, total, dtype, flat_label=None, scratch=None):
         """One kernel for a component of the update region (a whole flat group through
         its first member): every leaf read once, every new value written once. A
@@ -265,19 +272,10 @@ class CudaPrinter(CudaOps, NumpyPrinter):
     # -- the program ---------------------------------------------------------------------------
     def source(self) -> tuple[str, dict]:
         args, kernels = self.plan_program()
-        # flat buffers and their views (the base printer's module lines)
-        for line in self.globals_:
-            if line.startswith("#") or not line.strip():
-                continue
-            mm = re.match(r"^(\w+) = np\.zeros\((\d+), dtype=np\.(\w+)\)$", line)
-            if mm:
-                self.slots[self.c(mm[1])] = ((int(mm[2]),), mm[3], "flat buffer")
-                continue
-            mm = re.match(r"^(\w+) = (\w+)\[(\d+):(\d+)\]\.reshape\(.*\)(  #.*)?$", line)
-            if mm:
-                self.views[self.c(mm[1])] = (self.c(mm[2]), int(mm[3]))
-                continue
-            raise GraphError(f"backend 'cuda': internal: unexpected plan line {line!r}")
+        for name, total, dtype, views in self.flat_decls:  # flat buffers and their views
+            self.slots[self.c(name)] = ((total,), dtype, "flat buffer")
+            for vname, _shape, start, _end in views:
+                self.views[self.c(vname)] = (self.c(name), start)
         for p, v in self.flat_params:
             self.views[self.c(self.namer(p))] = (self.c(v), 0)
         body: list[str] = []
@@ -307,21 +305,14 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         self.alloc_counts = counts
         # the update: snapshots, flat-buffer copies, group kernels, plain updates, deferred
         tail: list[str] = []
-        for text, v in self._snapshots():
-            snap = self.snap[id(v)]
-            src = self.source_of(v)
-            self.snap.pop(id(v))
+        for v in self.schedule.snapshots:
             srcp = self.ptr(v)
-            self.snap[id(v)] = snap
+            snap = self.snap[id(v)] = self.claim("_pre")
             self.slots[self.c(snap)] = (v.shape, _dname(v.dtype), f"{v.name!r} before the updates")
             tail.append(f"gn_copy({self.c(snap)}, {srcp}, sizeof({_ctype(v.dtype)}) * "
                         f"{count_code(v.shape)});  // '{_ccomment(v.name)}' before the parameter updates")
-        for text, node in self.tail:  # copies into flat buffers (update_groups.py)
-            mm = re.match(r"^np\.copyto\((\w+), \{(\d+)\}\)", text)
-            if not mm:
-                raise GraphError(f"backend 'cuda': internal: unexpected update line {text!r}")
-            src = self._by_id[int(mm[2])]
-            tail.append(f"gn_copy({self.c(mm[1])}, {self.ptr(src)}, sizeof({_ctype(src.dtype)}) * "
+        for view, src in self.flat_copies:
+            tail.append(f"gn_copy({self.c(view)}, {self.ptr(src)}, sizeof({_ctype(src.dtype)}) * "
                         f"{count_code(src.shape)});  // into its flat buffer")
         for item in self.c_tail:
             if isinstance(item, str):
@@ -367,7 +358,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
               " *   nvcc -O2 -arch=sm_90 model.cu -lcublas -o model      (GPU: kernels, cuBLAS)",
               " *   g++ -O2 -DGN_CPU -x c++ model.cu -lm -o model_cpu    (CPU: host loops, reference GEMM)",
               " * Usage:",
-              " *   ./model train --data D.bin --steps N [--lr X] [--params P.bin] --out P2.bin",
+              " *   ./model train --data D.bin --steps N [--batch M [--shuffle SEED]] [--lr X] [--params P.bin] --out P2.bin",
               " *   ./model infer --data X.bin [--params P.bin] --out Y.bin",
               " *   ./model run   --data X.bin [--params P.bin] --out Y.bin [--params-out P2.bin]",
               f" * Parameters ({len(params)}): " + _ccomment(", ".join(p.name for p in params))[:300],

@@ -1,8 +1,9 @@
-"""The CuPy target: the fast program's plan, printed for the GPU.
+"""The CuPy target: the schedule, printed for the GPU.
 
 A renderer in tinygrad's sense: every planning decision (fusion groups, buffer
-plan, flat update groups, bias folds, snapshots) is the fast NumPy printer's
-(`compile/fast.py`); this subclass only spells the statements differently:
+plan, flat update groups, bias folds, snapshots) is the schedule's
+(`compile/schedule.py`); this subclass of the NumPy target only spells the
+statements differently:
 
 * a fused element-wise group is one `cupy.ElementwiseKernel`, its body printed
   from the group's SymPy expression as CUDA C (`compile/cuda_c.py`), named after

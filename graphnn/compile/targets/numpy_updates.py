@@ -39,12 +39,9 @@ class UpdatePrinting:
 
             def flat_buffer(tag, views, optional=False):
                 fname = self.claim(f"_flat{label}_{tag}")
-                self.globals_.append(f"{fname} = {self.xp}.zeros({total}, dtype={self.xp}.{grp.dtype})")
-                for (vname, shape), a, b in zip(views, offs[:-1], offs[1:]):
-                    line = f"{vname} = {fname}[{a}:{b}].reshape({_shape_code(shape)})"
-                    if optional:
-                        self.optional_views[line] = vname
-                    self.globals_.append(line)
+                self.declare_flat(fname, total, grp.dtype,
+                                  [(v, shape, a, b) for (v, shape), a, b in zip(views, offs[:-1], offs[1:])],
+                                  optional)
                 return fname
 
             slot_names, scratch = {}, {}
@@ -63,13 +60,26 @@ class UpdatePrinting:
                     if slot.fixed[j]:  # computed straight into its view
                         self.names[FlatView(grp.index, k, j)] = vname
                     else:
-                        self.tail.append((f"{self.xp}.copyto({vname}, {{{id(l)}}})  # into flat buffer",
-                                          l))
+                        self.copy_into_flat(vname, l)
                 if k in grp.scratch:
                     scratch[k] = slot_names[k]
             self._fold_views(grp, slot_names)
             self._emit_component(ms[0], slot_names, total, grp.dtype, flat_label=label,
                                  scratch=scratch)
+
+    def declare_flat(self, name: str, total: int, dtype: str, views, optional: bool) -> None:
+        """A flat buffer of `total` elements and its views [(name, shape, start, end)];
+        `optional` views are left out when nothing else names them."""
+        self.globals_.append(f"{name} = {self.xp}.zeros({total}, dtype={self.xp}.{dtype})")
+        for vname, shape, a, b in views:
+            line = f"{vname} = {name}[{a}:{b}].reshape({_shape_code(shape)})"
+            if optional:
+                self.optional_views[line] = vname
+            self.globals_.append(line)
+
+    def copy_into_flat(self, view: str, value: Node) -> None:
+        """`value` (computed elsewhere) copied into its flat-buffer view before the update."""
+        self.tail.append((f"{self.xp}.copyto({view}, {{{id(value)}}})  # into flat buffer", value))
 
     def _fold_views(self, grp, slot_names) -> None:
         """The (k+1, n) views [W; b] and [gW; gb] of the group's bias folds."""
