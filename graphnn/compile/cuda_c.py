@@ -36,8 +36,9 @@ from sympy.codegen.cfunctions import log1p
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from ..ops.scalar import EXP_BOUND
+
 DTYPES = ("float32", "float64")
-EXP_BOUND = {"float64": 300.0, "float32": 40.0}  # as fusion.Emitter / ExprPrinter clamp
 C_TYPE = {"float64": "double", "float32": "float"}
 
 _COMMON = r"""#ifndef GN_COMMON_PREAMBLE

@@ -21,6 +21,7 @@ import numpy as np
 import sympy as sp
 
 from ..ops.elementwise import ExprPrinter
+from ..ops.scalar import exp_bound
 
 MAX_GROUP = 24  # element-wise nodes fused into one expression, at most
 
@@ -73,7 +74,7 @@ class Emitter:
         self.n_b = 0
         self.fills: list[str] = []
         self.scalar_printer = ExprPrinter(dtype)
-        self.exp_bound = "40.0" if dtype == "float32" else "300.0"
+        self.exp_bound = repr(exp_bound(dtype))
 
     # -- shapes and registers ---------------------------------------------------------
     def klass(self, e) -> str:

@@ -25,6 +25,8 @@ import sympy as sp
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 
+from ..ops.scalar import EXP_BOUND
+
 MIN_ELEMENTS = 16384  # smaller updates: the NumPy calls are cheap, the compile is not
 MIN_CALLS = 3         # an update NumPy does in fewer whole-buffer calls gains little
 MODES = ("auto", "numpy", "numba")
@@ -115,7 +117,7 @@ class LoopPrinter(PythonCodePrinter):
         return f"({b}**{self.parenthesize(ex, precedence(e))})"
 
     def _print_exp(self, e):
-        return f"math.exp(min({self._print(e.args[0])}, 300.0))"
+        return f"math.exp(min({self._print(e.args[0])}, {EXP_BOUND['float64']!r}))"  # float64 only
 
     def _print_Abs(self, e):
         return f"abs({self._print(e.args[0])})"

@@ -20,6 +20,7 @@ from sympy.printing.precedence import precedence
 from .. import dtypes
 from ..graph import attrs_items
 from . import shapes
+from .scalar import exp_bound
 from .registry import Mismatch, OpDef, add_deriver, attr_float, register, REGISTRY
 
 # Real symbols, so that diff(Abs(x)) is sign(x) and comparisons make sense.
@@ -72,7 +73,7 @@ class ExprPrinter(NumPyPrinter):
         super().__init__({"fully_qualified_modules": True})
         self._dtype = np.dtype(dtype).name
         self._clamp = clamp_exp
-        self._exp_bound = "40.0" if self._dtype == "float32" else "300.0"
+        self._exp_bound = repr(exp_bound(self._dtype))
 
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
