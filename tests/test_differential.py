@@ -141,6 +141,32 @@ def test_boolean_and_integer_inputs_of_a_fused_group(target):
     check_program(target, outs, [{"a": np.array([[True, False, True]]), "k": np.array([[1, -2, 3]])}])
 
 
+def test_a_value_read_as_a_leaf_and_recomputed_by_its_unary_op_is_one_operand(target):
+    """Found when fast programs became the default for gradients: the backward group of
+    sum(tanh(xW)^2) reads t = tanh(xW) as a leaf and tanh(xW) (tanh's derivative) as the
+    same value computed earlier; they were two symbols for one node, the group wrote in
+    place into t's buffer with only one of them known to alias it, and the other read
+    the overwritten buffer. In a gradient program and in a training step."""
+    def build():
+        g = gn.Graph("tanh_sq")
+        x = g.input("x", (None, 2))
+        W = g.param("W", value=np.array([[0.3], [-0.7]]))
+        loss = gn.sum(gn.tanh(x @ W) ** 2)
+        return g, loss, [W]
+    g, loss, params = build()
+    feeds = [{"x": np.array([[0.0, 1.0], [1.0, 1.0]])}, {"x": np.array([[0.5, -2.0]])}]
+    check_program(target, [loss, *gn.grad(loss, params)], feeds)
+    check_training(target, build, feeds, "sgd")
+
+
+def test_a_0d_constant_output_keeps_its_dtype(target):
+    """A float32 0-d constant output (the folded gradient of -x) was returned as a Python
+    float (float64); the plain program returns np.float32."""
+    g = gn.Graph("f32", dtype="float32")
+    x = g.param("x", value=np.array(0.5, dtype=np.float32))
+    check_program(target, gn.grad(-x, [x]) + [gn.grad(x * 3.0, [x])[0]], [{}])
+
+
 def test_c_transpose_is_printed_by_its_axes(target):
     g = gn.Graph("C")
     p = g.param("p", value=np.arange(6.).reshape(2, 3))

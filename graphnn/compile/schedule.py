@@ -421,8 +421,9 @@ class Lowering(UpdatePlan):
             uses = [id(self.source_of(i)) for i in n.inputs]
             if n.shape != () and _is_ew(n):
                 expr, leaves, key, all_leaves, sub_leaves = self.group_expr(n)
-                may = () if id(n) in self.outputs else tuple(
-                    id(l) for l in leaves if l.shape == n.shape and l.dtype == n.dtype)
+                may = () if id(n) in self.outputs else tuple(  # (a node read once)
+                    id(l) for l in leaves if l.shape == n.shape and l.dtype == n.dtype
+                    and sum(m is l for m in leaves) == 1)
                 st = memory.Statement(uses=[id(l) for l in leaves],
                                       defines=[request(n, may_alias=may)])
                 out.append(Fused(n, st, expr, leaves, key, all_leaves, sub_leaves))
@@ -499,8 +500,11 @@ class Lowering(UpdatePlan):
                                  if id(self.source_of(i)) not in index
                                  else ("l", index[id(self.source_of(i))]) for i in n.inputs)))
         subs = self._substitutions(leaves, root)
+        # a value that is itself a leaf of the group is read through that leaf's symbol:
+        # one symbol per node (an in-place write aliases one symbol, see fusion.emit)
+        as_leaf = {id(node): index[id(node)] for _, _, _, node in subs if id(node) in index}
         key = (tuple(wiring), tuple(p for p in key_parts if p[0] == "leaf"),
-               tuple((k, op, ak) for k, op, ak, _ in subs))
+               tuple((k, op, ak, as_leaf.get(id(node))) for k, op, ak, node in subs))
         hit = _EXPR_CACHE.get(key)
         if hit is None:
             built: dict[int, sp.Expr] = {}
@@ -514,9 +518,10 @@ class Lowering(UpdatePlan):
                 built[nid] = fusion.substitute(n.op, _attrs_key(n), args)
             expr = built[id(root)]
             extra = {}
-            for k, op, ak, _node in subs:
+            for k, op, ak, node in subs:
                 f = fusion.substitute(op, ak, [fusion.leaf_symbol(k)])
-                extra[f] = sp.Symbol(f"S{k}_{op}", real=True)
+                extra[f] = fusion.leaf_symbol(as_leaf[id(node)]) if id(node) in as_leaf else \
+                    sp.Symbol(f"S{k}_{op}", real=True)
             if extra:
                 expr = expr.xreplace(extra)
             hit = _EXPR_CACHE[key] = (expr, key, frozenset(s.name for s in expr.free_symbols))
@@ -525,7 +530,7 @@ class Lowering(UpdatePlan):
         sub_leaves = {}
         for k, op, ak, node in subs:
             sname = f"S{k}_{op}"
-            if sname in used:
+            if sname in used and id(node) not in as_leaf:
                 sub_leaves[sname] = node
         live = [l for k, l in enumerate(leaves) if fusion.leaf_symbol(k).name in used]
         return expr, live + list(sub_leaves.values()), key, list(leaves), sub_leaves

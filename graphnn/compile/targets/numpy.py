@@ -269,8 +269,11 @@ class NumpyPrinter(UpdatePrinting):
             src = self.source_of(o)
             if id(o) in self.snap:
                 v = self.snap[id(o)]
-            elif src.op == "const":  # a 0-d one is a literal, as in the plain program
-                v = v if src.value.ndim == 0 else f"{v}.copy()"
+            elif src.op == "const" and src.value.ndim == 0:  # a literal, typed as the plain
+                if src.value.dtype == np.float32:         # program types it
+                    v = f"{self.xp}.float32({v})"
+            elif src.op == "const":
+                v = f"{v}.copy()"
             elif self.plan.shares_buffer(id(src)):  # 0-d views too (a reshape of a buffer)
                 v = f"{v}.copy()"
             outs.append(v)
