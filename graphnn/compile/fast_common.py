@@ -1,5 +1,4 @@
-"""Small helpers shared by the fast printer's modules (its plan, its update groups,
-its statement text)."""
+"""Small helpers shared by the lowering (schedule.py, update_plan.py) and the targets."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +9,6 @@ import numpy as np
 from ..graph import Node, attrs_items, fmt_shape
 from ..ops.registry import get_op
 from ..ops.shapes import fmt
-from .printer import unique_name as _unique  # noqa: F401  (the fast printer's modules import it from here)
 
 
 def _is_ew(n: Node) -> bool:

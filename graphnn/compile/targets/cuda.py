@@ -42,6 +42,7 @@ from ..fast_common import _dname
 from .cuda_common import (FLOATS, supports, _ctype, _ccomment, _cstring, count_code, broadcast_index, declaration_hash)
 from .cuda_ops import CudaOps
 from .cuda_text import MAIN, RUNTIME
+from ..printer import unique_name
 from .numpy import NumpyPrinter, _fused_note
 
 class CudaPrinter(CudaOps, NumpyPrinter):
@@ -84,11 +85,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         got = self.cn.get(pyname)
         if got is None:
             base = "g" + ("" if pyname.startswith("_") else "_") + re.sub(r"[^A-Za-z0-9_]", "_", pyname)
-            got, k = base, 2
-            while got in self.ctaken:
-                got, k = f"{base}_{k}", k + 1
-            self.ctaken.add(got)
-            self.cn[pyname] = got
+            got = self.cn[pyname] = unique_name(base, self.ctaken)
         return got
 
     def value_of(self, n: Node) -> str:
@@ -136,11 +133,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         if key in self.kernel_by_key:
             return self.kernel_by_key[key]
         base = cuda_c.kernel_name(f"gn_{what}")
-        name, k = base, 2
-        while name in self.kernel_names:
-            name, k = f"{base}_{k}", k + 1
-        self.kernel_names.add(name)
-        self.kernel_by_key[key] = name
+        name = self.kernel_by_key[key] = unique_name(base, self.kernel_names)
         self.kernel_defs.append(make(name))
         self.kernel_list.append((name, kind))
         return name

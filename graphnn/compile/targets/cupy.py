@@ -30,6 +30,7 @@ from ...errors import GraphError
 from ...graph import Node
 from ...ops.registry import get_op
 from .. import cuda_c, fusion
+from ..fast_common import _shape_code
 from ..schedule import _EXPR_CACHE
 from ..update_plan import component_leaf_exprs
 from ..printer import comment_name, comment_text, helper_source
@@ -204,7 +205,7 @@ class CupyPrinter(NumpyPrinter):
             for p in writes.get(id(r), []):
                 if id(p) in self.foreign_read:  # written after every reader: a buffer first
                     dest = self.claim(f"_upd_{self.namer(p)}")
-                    self.globals_.append(f"{dest} = cp.zeros({_shape(shape)}, dtype=cp.{dtype})")
+                    self.globals_.append(f"{dest} = cp.zeros({_shape_code(shape)}, dtype=cp.{dtype})")
                     target = self._param_flat(p, m, slot_names, total) if total is not None \
                         else self.namer(p)
                     deferred.append(f"cp.copyto({target}, {dest})  # update '{comment_name(p)}'")
@@ -240,10 +241,6 @@ def _to_cupy(code: str) -> str:
 def _needs_cupyx(helper: str) -> bool:
     return any(a in text for text in helper_source([helper])
                for a, b in HELPER_FIXES.items() if b.startswith("cupyx."))
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _preamble_name(dtype: str) -> str:

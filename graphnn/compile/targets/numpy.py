@@ -35,10 +35,10 @@ from ...ops import shapes
 from ...ops.registry import get_op
 from ...version import __version__
 from .. import fusion
-from ..fast_common import _dname, _shape_code, _tag, _unique
+from ..fast_common import _dname, _shape_code, _tag
 from ..passes import Function
 from ..printer import (RUN_SOURCE, Namer, comment_name, comment_text, const_definition,
-                       helper_source, literal)
+                       helper_source, literal, unique_name)
 from ..schedule import (_EXPR_CACHE, Affine, AffineGrad, AugView, Caps, CopyIn, Dot, Fused,
                         Matmul, Opaque, Reduce, ReduceAll, Softmax, lower)
 from .numpy_updates import UpdatePrinting
@@ -91,7 +91,7 @@ class NumpyPrinter(UpdatePrinting):
         return names | {"_erf_scalar", "step", "_alloc", "_adopt", "_foreign", "B"}
 
     def claim(self, base: str) -> str:
-        return _unique(base, self.namer.taken)
+        return unique_name(base, self.namer.taken)
 
     # -- what the schedule decided ---------------------------------------------------------
     def is_arg(self, n: Node) -> bool:

@@ -16,8 +16,8 @@ import sympy as sp
 
 from ...graph import Node
 from .. import fusion, loops
-from ..fast_common import _call_cost, _shape_code, _tag, _unique
-from ..printer import comment_name, comment_text
+from ..fast_common import _call_cost, _shape_code, _tag
+from ..printer import comment_name, comment_text, unique_name
 from ..schedule import FlatView
 from ..update_plan import component_exprs
 
@@ -170,7 +170,7 @@ class UpdatePrinting:
         taken = {"i", "math", "min", "abs", "range", "numba"}  # the loop's own names
 
         def local(base: str) -> str:
-            return _unique(base, taken)
+            return unique_name(base, taken)
 
         used = sorted({int(s.name[1:]) for r in roots for s in expr_of[id(r)].free_symbols
                        if s.name.startswith("L")})
