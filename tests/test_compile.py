@@ -34,7 +34,11 @@ def _mlp():
 
 def test_one_assignment_per_node_named_after_it_with_op_and_scope_comment():
     g, x, p = _mlp()
-    prog = gn.compile(p)
+    prog = gn.compile(p, fast=False)  # the plain program (the default one is lowered)
+    assert not prog.fast and prog.plain_source == prog.source
+    # ... which a lowered program shows as its plain_source, printed from the same Function
+    fast = gn.compile(p)
+    assert fast.fast and fast.source != prog.source and fast.plain_source == prog.source
     lines = prog.source.splitlines()
     computed = [n for n in prog.function.order() if not n.is_leaf]
     assert computed
@@ -55,16 +59,23 @@ def test_one_assignment_per_node_named_after_it_with_op_and_scope_comment():
     out = prog(x=xv)
     assert out.shape == (5, 2)
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    np.testing.assert_allclose(fast(x=xv), out, rtol=1e-13)
 
 
-def test_generated_code_is_registered_in_linecache_and_inspectable():
+@pytest.mark.parametrize("fast", [False, True])
+def test_generated_code_is_registered_in_linecache_and_inspectable(fast):
+    import linecache
     g, x, p = _mlp()
-    prog = gn.compile(p)
+    prog = gn.compile(p, fast=fast)
     src = inspect.getsource(prog.fn)
     assert src.startswith("def step(")
-    assert "probs = _softmax(logits, -1)" in src
-    import linecache
+    if fast:  # the lowered program: each node's statements under a comment naming it
+        assert re.search(r"# probs: softmax · f64\[B,2\]", src), src
+    else:
+        assert "probs = _softmax(logits, -1)" in src
     assert linecache.getline(prog.filename, 1).startswith("# graphnn program")
+    assert "".join(linecache.getlines(prog.filename)) == prog.source + "\n" * \
+        (not prog.source.endswith("\n"))
 
 
 def test_run_time_error_points_at_the_generated_line_and_names_the_node():
@@ -73,7 +84,7 @@ def test_run_time_error_points_at_the_generated_line_and_names_the_node():
     with g.scope("blk"):
         y = gn.log(x).named("logx")
     z = (y * 2.0).named("out")
-    prog = gn.compile(z)
+    prog = gn.compile(z, fast=False)  # the plain program: one line per node
     with np.errstate(all="raise"), pytest.raises(FloatingPointError) as info:
         prog(x=np.array([1.0, -1.0, 2.0]))
     frames = [f for f in traceback.extract_tb(info.value.__traceback__) if f.filename == prog.filename]
@@ -82,6 +93,19 @@ def test_run_time_error_points_at_the_generated_line_and_names_the_node():
     assert "'logx'" in notes and "log" in notes and "blk" in notes
     text = "".join(traceback.format_exception(info.value))
     assert "logx = np.log(x)" in text
+    # the lowered (default) program: the traceback shows its failing line, and the note
+    # names the node of that line: the fused group's node, whose comment lists logx
+    prog = gn.compile(z)
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError) as info:
+        prog(x=np.array([1.0, -1.0, 2.0]))
+    frames = [f for f in traceback.extract_tb(info.value.__traceback__) if f.filename == prog.filename]
+    assert frames and frames[-1].line.startswith("np.log(x, out=")
+    node = prog.line_nodes[frames[-1].lineno]
+    assert node.name in ("logx", "out")
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert f"'{node.name}'" in notes
+    above = prog.source.splitlines()[:frames[-1].lineno]
+    assert "logx" in next(ln for ln in reversed(above) if "#" in ln)
 
 
 def test_cut_input_fed_with_a_wrong_shape_is_named():
@@ -89,7 +113,8 @@ def test_cut_input_fed_with_a_wrong_shape_is_named():
     h1 = g["h1"]
     prog = gn.compile(p, inputs=[h1])
     assert "h1" in prog.arg_names and "x" not in prog.arg_names
-    assert "xw =" not in prog.source  # the cut node's producers are not computed
+    assert "xw =" not in prog.plain_source  # the cut node's producers are not computed
+    assert "# xw:" not in prog.source and "# xw " not in prog.source
     rng = np.random.default_rng(0)
     np.testing.assert_allclose(prog(h1=rng.normal(size=(3, 4))).sum(axis=1), 1.0)
     with pytest.raises(gn.ShapeError, match=r"'h1'.*\(None, 4\).*\(3, 5\)"):
@@ -204,7 +229,8 @@ def test_x_minus_x_becomes_zeros_and_shapes_stay():
     prog = gn.compile(y * 2.0 + x)
     e = _pass(prog, "algebraic_identities")[0]
     assert (e["nodes_before"], e["nodes_after"]) == (6, 6)  # tanh, sub -> zeros_like (batch shape)
-    assert "np.zeros_like(tanh_1)" in prog.source and "# sub" not in prog.source
+    assert "np.zeros_like(tanh_1)" in prog.plain_source and "# sub" not in prog.plain_source
+    assert ": sub ·" not in prog.source  # (the lowered program comments `# name: op · type`)
     xv = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(prog(x=xv), xv)
     f = g.input("f", (2, 3))

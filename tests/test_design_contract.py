@@ -118,7 +118,8 @@ def test_jacobian_batch_on_one_side_only_is_an_error():
         gn.jacobian((x @ W).sum(axis=0), x)
 
 
-def test_symbolic_gradient_refuses_another_batch_size():
+@pytest.mark.parametrize("fast", [False, None])  # plain, and the default (lowered) program
+def test_symbolic_gradient_refuses_another_batch_size(fast):
     """A closed form derived for a bound batch reads those samples only: fed a different batch,
     the program must refuse instead of silently ignoring samples."""
     g = gn.Graph("bound")
@@ -127,7 +128,7 @@ def test_symbolic_gradient_refuses_another_batch_size():
     loss = gn.mean(gn.tanh(x @ w) ** 2)
     dw_s, = gn.grad(loss, [w], mode="symbolic", shapes={"x": (4, 2)})
     dw, = gn.grad(loss, [w])
-    prog = gn.compile([dw_s, dw])
+    prog = gn.compile([dw_s, dw], fast=fast)  # None: the default (lowered) program
     a, b = prog(x=X)
     np.testing.assert_allclose(a, b, rtol=1e-12)
     with pytest.raises(ValueError, match="batch of 4; got 6"):

@@ -112,10 +112,11 @@ def _check_grad_dtypes(out, wrt, feeds, dtype):
     for w, gw in zip(wrt, grads):
         assert gw.dtype == np.dtype(dtype), (w.name, gw)
         assert gw.shape == w.shape
-    vals = gn.compile(grads)(**feeds)
-    for w, v in zip(wrt, vals):
-        assert np.asarray(v).dtype == np.dtype(dtype), (w.name, np.asarray(v).dtype)
-        assert np.asarray(v).shape == concrete(w.shape)
+    for fast in (False, None):  # the plain program, then the default (lowered) one
+        vals = gn.compile(grads, fast=fast)(**feeds)
+        for w, v in zip(wrt, vals):
+            assert np.asarray(v).dtype == np.dtype(dtype), (fast, w.name, np.asarray(v).dtype)
+            assert np.asarray(v).shape == concrete(w.shape)
 
 
 def _elementwise_cases():

@@ -56,13 +56,21 @@ class Program:
 
     Parameters default to the graph's current `g.values` (read at each call,
     so training updates are seen). `fn` is the raw positional function for hot
-    loops (arguments in the order of `arg_names`)."""
+    loops (arguments in the order of `arg_names`). `source` is the module that
+    runs; `fast` says whether it is the lowered program (buffers, fusion) or the
+    plain one, and `plain_source` is always the plain program of the same
+    outputs: one assignment per node, named after it, commented with its op and
+    scope."""
 
     def __init__(self, graph: Graph, function: Function, source: str, namespace: dict,
-                 line_nodes: dict, single: bool, backend: str, passes: list[dict], key: str):
+                 line_nodes: dict, single: bool, backend: str, passes: list[dict], key: str,
+                 name: str | None = None, fast: bool = False):
         self.graph = graph
         self.function = function
         self.source = source
+        self.name = name or graph.name
+        self.fast = fast
+        self._plain_source = None if fast else source
         self.namespace = namespace
         self.fn = namespace["step"]
         self.line_nodes = line_nodes
@@ -87,6 +95,16 @@ class Program:
         self._arg_set = frozenset(self.arg_names)
         self._last_signature: list | None = None  # (type, dtype, shape) per argument
         self.numpy_source = None  # set when `source` calls Numba: what save() writes instead
+
+    @property
+    def plain_source(self) -> str:
+        """The plain program of the same outputs, for reading: one assignment per node
+        named after it, with a comment giving its op, type, role and scope (the text
+        `gn.compile(..., fast=False)` runs). Printed on first use; what runs is `source`."""
+        if self._plain_source is None:
+            from .numpy_backend import NumPyPrinter
+            self._plain_source = NumPyPrinter(self.function, self.name).source()[0]
+        return self._plain_source
 
     def __repr__(self):
         return (f"<graphnn.Program {self.graph.name!r} backend={self.backend} "
@@ -222,8 +240,12 @@ def compile(outputs: Node | Sequence[Node], backend: str = "numpy", optimize: bo
 
     `inputs` lists extra nodes to feed instead of computing (cut points), e.g. to
     evaluate a gradient with an intermediate value overridden. `fast` picks the
-    buffer-reusing, fused, flat-parameter program of `compile/fast.py`; by default
-    it is used for training steps (when `updates` are given).
+    buffer-reusing, fused, flat-parameter program (`compile/schedule.py`); by default
+    (`fast=None`) every optimized program uses it, with or without `updates`
+    (`gn.compile([loss, *grads])` included); `optimize=False` or `fast=False` gives
+    the plain program, one assignment per node named after it. The plain program of
+    a fast Program stays readable as `prog.plain_source` (printed on first use; it is
+    not what runs). Either way outputs are arrays the caller owns.
 
     `kernels` (fast programs only) says how whole-buffer parameter updates run:
     "auto" fuses a large update (Adam on 16,384 or more elements) into one loop
@@ -282,8 +304,8 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
     passes: list[dict] = []
     if optimize:
         fn, passes = run_passes(fn)
-    if fast is None:
-        fast = bool(ups) and optimize
+    if fast is None:  # issue 15: programs without updates are lowered the same way
+        fast = optimize
     key = content_hash(fn, backend + (f"-fast-{kernels}" if fast else ""), name or "")
     if backend == "cuda":  # a standalone program, built and run as a subprocess
         from .cuda_build import compile_cuda
@@ -313,7 +335,7 @@ def _compile(outputs, backend, optimize, updates, inputs, name, fast, kernels):
         namespace["_adopt"](graph.values)
     # line_nodes refer to the nodes of the Function printed first; map by position
     prog = Program(graph, fn, source, namespace, _remap(line_nodes, fn), single, backend,
-                   passes, key)
+                   passes, key, name=name, fast=fast)
     if fast and "\nimport numba\n" in source:
         pname = name or graph.name
         prog.numpy_source = lambda: P(fn, pname, "numpy").source()[0]
