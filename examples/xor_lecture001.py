@@ -28,7 +28,7 @@ def build(exact: bool, seed: int = 1):
 g, out, loss = build(exact=True)
 print(g)
 prog = gn.compile(out)
-print(prog.source)
+print(prog.plain_source)  # one line per node; prog.source is the lowered program that runs
 print("exact weights ->", prog(x=X).ravel())          # [0. 1. 1. 0.]
 
 g2, out2, loss2 = build(exact=False)

@@ -55,8 +55,8 @@ def demo(out_dir: str = "out", draw: bool = True) -> int:
     _rule("the graph (lecture 001: XOR with W=[[1,1],[1,1]], b=[0,-1], w=[1,-2])")
     print(g)
     prog = gn.compile(out)
-    _rule("generated NumPy code")
-    print(prog.source)
+    _rule("generated NumPy code (one line per node; prog.source is what runs, lowered)")
+    print(prog.plain_source)
     _rule("outputs on the four points")
     pred = prog(x=XOR_X)
     for xi, yi in zip(XOR_X, pred):
@@ -201,7 +201,7 @@ def cmd_compile(args) -> int:
             outs += [n for n in _outputs(g, args.outputs) if n not in outs]
     if args.backend == "cuda":
         return _compile_cuda(g, args, outs, what)
-    prog = gn.compile(outs, backend=args.backend)
+    prog = gn.compile(outs, backend=args.backend, fast=False if args.plain else None)
     prog.save(args.output)
     print(f"compiled {what}")
     print(f"wrote {args.output}")
@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
                    help="backend cuda: the optimizer of the training program")
     c.add_argument("--lr", type=float, default=1e-3, help="backend cuda: learning rate")
+    c.add_argument("--plain", action="store_true",
+                   help="backend numpy: write the plain program, one assignment per node "
+                        "(default: the lowered program, buffers reused and element-wise code fused)")
     c.add_argument("--build", default="auto", choices=["auto", "gpu", "cpu"],
                    help="backend cuda: build with nvcc when found (auto), or the CPU build")
     c.add_argument("-o", "--output", required=True)

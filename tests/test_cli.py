@@ -59,6 +59,17 @@ def test_compile_grad(model, tmp_path):
     assert "backward" in target.read_text()
 
 
+def test_compile_plain_writes_one_assignment_per_node(model, tmp_path, capsys):
+    lowered, plain = tmp_path / "lowered.py", tmp_path / "plain.py"
+    assert main(["compile", str(model), "--outputs", "out", "-o", str(lowered)]) == 0
+    assert main(["compile", str(model), "--outputs", "out", "--plain", "-o", str(plain)]) == 0
+    assert "def _alloc(" in lowered.read_text()  # the default: buffers, fused code
+    text = plain.read_text()
+    assert "def _alloc(" not in text
+    assert "    h = np.where(" in text and "# relu · f64[B,2] · hidden" in text
+    assert "    out = h @ w  # matmul · f64[B,1] · output" in text
+
+
 def test_draw_and_teach(model, tmp_path):
     svg = tmp_path / "m.svg"
     assert main(["draw", str(model), "--grad", "--loss", "loss", "--feeds",
