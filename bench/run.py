@@ -10,6 +10,13 @@ BLOCK_S seconds; the reported time per step is the median over rounds. Ratios
 are to hand-written NumPy (lower is better). The same measurement with every
 framework in this one process is reported beside it (`steps_same_process`).
 
+Programs without updates (issue 15): the loss and its gradients, `gn.compile([loss,
+*grads])`, called through `prog(x=X, y=Y)`, against a hand-written NumPy forward and
+backward that returns the loss and the gradients (numpy_ref.NumpyGrads); both are
+checked to compute the same loss and gradients first, then timed the same way
+(`grads`, `grads_same_process` in the results). `graphnn-plain` is that program
+printed plain (`fast=False`).
+
 Compile time: a fresh Python process per sample builds the depth-D deep
 training step and compiles it (graphnn: graph + grad + compile; JAX: trace +
 XLA compile of the jitted step; PyTensor: graph + grad + function). Imports
@@ -17,7 +24,8 @@ are not counted (reported separately for graphnn).
 
 Results: bench/results/cpu.json (with the machine described). Options:
 `--quick` (fewer rounds, for a smoke test), `--only xor,mlp`, `--no-compile`,
-`--no-same-process` (skip the shared-process measurement).
+`--no-same-process` (skip the shared-process measurement), `--no-steps` / `--no-grads`
+(skip the training steps / the programs without updates).
 """
 from __future__ import annotations
 
@@ -77,7 +85,7 @@ if THREADS == 1:
 import numpy as np  # noqa: E402
 
 from workloads import SPECS, data, init_params  # noqa: E402
-from numpy_ref import NumpyStep  # noqa: E402
+from numpy_ref import NumpyGrads, NumpyStep  # noqa: E402
 
 BLOCK_S = 0.02
 TARGETS = {"xor": 0.5, "mlp": 0.8, "deep": 0.9}
@@ -103,6 +111,22 @@ def make_graphnn(spec, params, X, Y, fast=True, kernels="auto", public=True):
     return step
 
 
+def make_graphnn_grads(spec, params, X, Y, fast=None):
+    """The program without updates, `gn.compile([loss, *grads])` (the default lowering, or
+    `fast=False`: the plain program), timed through the public call. Calling it returns
+    the loss; `.all()` returns (loss, gradients)."""
+    import graphnn as gn
+    from workloads import graphnn_step
+    g, loss, _, ps = graphnn_step(spec, params)
+    prog = gn.compile([loss, *gn.grad(loss, ps)], fast=fast)
+
+    def step():
+        return prog(x=X, y=Y)[0]
+    step.all = lambda: (lambda out: (out[0], list(out[1:])))(prog(x=X, y=Y))
+    step.program = prog
+    return step
+
+
 def implementations():
     from peers import PEERS
     impls = {"numpy": lambda s, p, X, Y: NumpyStep(s, p, X, Y),
@@ -114,10 +138,37 @@ def implementations():
     return impls
 
 
-def build_all(name, spec, only_impls=None):
+def grad_implementations():
+    """The programs without updates: loss and gradients (keys prefixed "grads:" for worker.py)."""
+    return {"grads:numpy": lambda s, p, X, Y: NumpyGrads(s, p, X, Y),
+            "grads:graphnn": make_graphnn_grads,
+            "grads:graphnn-plain": lambda s, p, X, Y: make_graphnn_grads(s, p, X, Y, fast=False)}
+
+
+def all_implementations():
+    return {**implementations(), **grad_implementations()}
+
+
+def check_grads(name, spec) -> dict:
+    """Every program without updates computes NumPy's loss and gradients (rtol 1e-10)."""
+    params, (X, Y) = init_params(spec), data(spec)
+    want_loss, want = NumpyGrads(spec, params, X, Y).all()
+    bad = {}
+    for impl, make in grad_implementations().items():
+        if impl == "grads:numpy":
+            continue
+        loss, got = make(spec, params, X, Y).all()
+        if not (np.isclose(loss, want_loss, rtol=1e-10, atol=1e-14) and len(got) == len(want)
+                and all(np.allclose(a, b, rtol=1e-10, atol=1e-14) for a, b in zip(got, want))):
+            bad[impl] = max([abs(loss - want_loss)] + [float(np.max(np.abs(a - b)))
+                                                       for a, b in zip(got, want)])
+    return bad
+
+
+def build_all(name, spec, only_impls=None, impls=None):
     params, (X, Y) = init_params(spec), data(spec)
     steps, notes = {}, {}
-    for impl, make in implementations().items():
+    for impl, make in (impls or implementations()).items():
         if only_impls and impl not in only_impls:
             continue
         try:
@@ -210,13 +261,25 @@ class Worker:
         self.err.close()
 
 
-def bench_steps_isolated(only, rounds):
+def bench_steps_isolated(only, rounds, impls=None):
     """Each implementation in its own process; rounds interleaved from here."""
+    impls = impls or implementations()
+    base_impl = next(iter(impls))  # hand-written NumPy
     results = {}
     for name in only:
         print(f"[{name}] building (one process per implementation) ...", flush=True)
+        if base_impl == "grads:numpy":
+            bad = check_grads(name, SPECS[name])
+            for impl, err in bad.items():
+                print(f"  note: {impl} disagrees with NumPy's loss and gradients (max |diff| "
+                      f"{err:.2e}); excluded")
+        else:
+            bad = {}
         workers, notes, losses = {}, {}, {}
-        for impl in implementations():
+        for impl in impls:
+            if impl in bad:
+                notes[impl.split(":")[-1]] = "excluded: loss or gradients differ from NumPy"
+                continue
             w = Worker(impl, name)
             r = w.ask()
             if "skip" in r:
@@ -226,9 +289,9 @@ def bench_steps_isolated(only, rounds):
                 continue
             workers[impl], losses[impl] = w, r["losses"]
             notes[impl] = f"built in {r['built']:.2f} s"
-        want = losses.get("numpy")
+        want = losses.get(base_impl)
         for impl in list(workers):
-            if impl != "numpy" and not np.allclose(losses[impl], want, rtol=1e-8, atol=1e-12):
+            if impl != base_impl and not np.allclose(losses[impl], want, rtol=1e-8, atol=1e-12):
                 print(f"  note: {impl} disagrees with NumPy: losses {losses[impl]} vs {want}; excluded")
                 notes[impl] = "excluded: losses differ from NumPy"
                 workers.pop(impl).close()
@@ -241,7 +304,8 @@ def bench_steps_isolated(only, rounds):
                 times[impl].append(workers[impl].ask(f"time {sizes[impl]}")["t"])
         for w in workers.values():
             w.close()
-        med = {impl: statistics.median(ts) for impl, ts in times.items()}
+        med = {impl.split(":")[-1]: statistics.median(ts) for impl, ts in times.items()}
+        notes = {impl.split(":")[-1]: note for impl, note in notes.items()}
         results[name] = _summarize(med, notes)
     return results
 
@@ -258,19 +322,28 @@ def _summarize(med, notes) -> dict:
     return res
 
 
-def bench_steps(only, rounds):
+def bench_steps(only, rounds, impls=None):
     """Every implementation in this one process (the shared-process measurement)."""
     results = {}
     for name in only:
         spec = SPECS[name]
         print(f"[{name}] building ...", flush=True)
-        steps, notes = build_all(name, spec)
-        bad = check(name, spec, steps)
-        for impl, (got, want) in bad.items():
-            print(f"  note: {impl} disagrees with NumPy: losses {got} vs {want}; excluded")
-            notes[impl] = "excluded: losses differ from NumPy"
-            steps.pop(impl)
+        steps, notes = build_all(name, spec, impls=impls)
+        if impls is None:
+            bad = check(name, spec, steps)
+            for impl, (got, want) in bad.items():
+                print(f"  note: {impl} disagrees with NumPy: losses {got} vs {want}; excluded")
+                notes[impl] = "excluded: losses differ from NumPy"
+                steps.pop(impl)
+        else:  # programs without updates: loss and gradients
+            for impl, err in check_grads(name, spec).items():
+                print(f"  note: {impl} disagrees with NumPy's loss and gradients (max |diff| "
+                      f"{err:.2e}); excluded")
+                notes[impl] = "excluded: loss or gradients differ from NumPy"
+                steps.pop(impl, None)
         med = measure(steps, rounds)
+        med = {impl.split(":")[-1]: t for impl, t in med.items()}
+        notes = {impl.split(":")[-1]: note for impl, note in notes.items()}
         results[name] = _summarize(med, notes)
     return results
 
@@ -355,9 +428,10 @@ def blas() -> dict:
     return {**info, "environment": env}
 
 
-def table(results) -> str:
-    impls = ["graphnn", "graphnn-fn", "graphnn-numpy", "graphnn-plain", "jax", "pytensor", "torch"]
-    head = "| step | NumPy (us) | " + " | ".join(impls) + " | target |"
+def table(results, impls=None, targets=TARGETS, what="step") -> str:
+    impls = impls or ["graphnn", "graphnn-fn", "graphnn-numpy", "graphnn-plain", "jax",
+                      "pytensor", "torch"]
+    head = f"| {what} | NumPy (us) | " + " | ".join(impls) + " | target |"
     rows = [head, "|" + "---|" * (len(impls) + 3)]
     for name, r in results.items():
         cells = []
@@ -365,8 +439,11 @@ def table(results) -> str:
             v = r.get(impl, {}).get("ratio")
             cells.append("skipped" if v is None else f"{v:.2f}x")
         rows.append(f"| {name} | {r['numpy']['seconds'] * 1e6:.1f} | " + " | ".join(cells)
-                    + f" | <= {TARGETS[name]}x |")
+                    + f" | <= {targets[name]}x |")
     return "\n".join(rows)
+
+
+GRAD_TARGETS = {"xor": 1.0, "mlp": 1.0, "deep": 1.0}  # issue 15: no slower than NumPy
 
 
 def main(argv=None):
@@ -377,6 +454,9 @@ def main(argv=None):
     ap.add_argument("--no-same-process", action="store_true",
                     help="skip the measurement with every framework in one process")
     ap.add_argument("--threads", type=int, default=1, help="threads for every framework")
+    ap.add_argument("--no-steps", action="store_true", help="skip the training steps")
+    ap.add_argument("--no-grads", action="store_true",
+                    help="skip the programs without updates (loss and gradients)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "cpu.json"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -392,20 +472,42 @@ def main(argv=None):
         "ratio": "time per step / hand-written NumPy time per step (lower is better)",
         "dtype": "float64", "threads": THREADS,
         "processes": "steps: one worker process per implementation, rounds interleaved by the "
-                     "parent; steps_same_process: every framework in one process"}
+                     "parent; steps_same_process: every framework in one process",
+        "grads": "programs without updates: gn.compile([loss, *grads]) called as "
+                 "prog(x=X, y=Y) against hand-written NumPy's forward and backward returning "
+                 "the loss and the gradients (numpy_ref.NumpyGrads), checked equal first "
+                 "(rtol 1e-10); same protocols as the steps"}
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     cpu = pin_cpu()  # workers inherit the affinity
     report["method"]["pinned_cpu"] = cpu
-    report["steps"] = bench_steps_isolated(only, rounds)
-    if not a.no_same_process:
-        print("\nThe same, every framework in this one process:", flush=True)
-        report["steps_same_process"] = bench_steps(only, rounds)
-    print("\nRatio to hand-written NumPy, one training step (float64; lower is better), "
-          "one process per implementation:")
-    print(table(report["steps"]))
+    if not a.no_steps:
+        report["steps"] = bench_steps_isolated(only, rounds)
+        if not a.no_same_process:
+            print("\nThe same, every framework in this one process:", flush=True)
+            report["steps_same_process"] = bench_steps(only, rounds)
+    if not a.no_grads:
+        print("\nPrograms without updates, gn.compile([loss, *grads]) (one process per "
+              "implementation):", flush=True)
+        report["grads"] = bench_steps_isolated(only, rounds, grad_implementations())
+        if not a.no_same_process:
+            print("\nThe same, in this one process:", flush=True)
+            report["grads_same_process"] = bench_steps(only, rounds, grad_implementations())
+    if "steps" in report:
+        print("\nRatio to hand-written NumPy, one training step (float64; lower is better), "
+              "one process per implementation:")
+        print(table(report["steps"]))
     if "steps_same_process" in report:
         print("\nThe same, all frameworks in one process:")
         print(table(report["steps_same_process"]))
+    grad_cols = ["graphnn", "graphnn-plain"]
+    if "grads" in report:
+        print("\nRatio to hand-written NumPy, loss and gradients without an update "
+              "(gn.compile([loss, *grads]), public call; float64; lower is better), one process "
+              "per implementation:")
+        print(table(report["grads"], grad_cols, GRAD_TARGETS, what="loss + grads"))
+    if "grads_same_process" in report:
+        print("\nThe same, in one process:")
+        print(table(report["grads_same_process"], grad_cols, GRAD_TARGETS, what="loss + grads"))
     if allowed is not None:  # compilers may use several threads: no pinning there
         os.sched_setaffinity(0, allowed)
     if not a.no_compile:

@@ -1,6 +1,7 @@
 """One implementation of one workload in its own process, driven by run.py.
 
-`worker.py IMPL WORKLOAD [--threads N]` builds the step, checks it (three steps
+`worker.py IMPL WORKLOAD [--threads N]` builds the step (IMPL a key of
+run.all_implementations(): training steps, or "grads:..." programs without updates), checks it (three steps
 of a fresh copy, losses reported to the parent), then answers commands on stdin,
 one JSON reply per line prefixed with `@@` (other output is ignored):
 
@@ -32,7 +33,7 @@ def reply(obj) -> None:
 def main(impl: str, name: str) -> None:
     spec = SPECS[name]
     params, (X, Y) = init_params(spec), data(spec)
-    make = run.implementations()[impl]
+    make = run.all_implementations()[impl]
     try:
         t0 = time.perf_counter()
         step = make(spec, params, X, Y)
