@@ -34,6 +34,7 @@ from ..graph import Node
 from . import aliasing, fusion, memory
 from .fast_common import _attrs_key, _dname, _is_ew, _small_int_const
 from .passes import Function
+from .printer import comment_text
 from .update_plan import UpdatePlan
 
 _VIEW_OPS = ("stop_gradient",)
@@ -221,6 +222,49 @@ class Schedule:
         while id(n) in t:
             n = t[id(n)]
         return n
+
+    def __str__(self) -> str:
+        """One line per kernel (what it computes, where the value lives) and per update
+        group: the plan a target prints, readable (`print(prog.schedule)`)."""
+        lines = [f"schedule of graph {comment_text(self.function.graph.name)}: "
+                 f"{len(self.args)} arguments, {len(self.kernels)} kernels, "
+                 f"{len(self.plan.buffers)} buffers, {len(self.groups)} update groups"]
+        for k in self.kernels:
+            n = k.node
+            what = f"{n.op}({', '.join(comment_text(self.source_of(i).name) for i in n.inputs)})"
+            if isinstance(k, Fused):
+                names = {fusion.leaf_symbol(j): sp.Symbol(comment_text(leaf.name))
+                         for j, leaf in enumerate(k.all_leaves)}
+                names.update({sp.Symbol(s, real=True): sp.Symbol(comment_text(leaf.name))
+                              for s, leaf in k.sub_leaves.items()})
+                what = str(k.expr.xreplace(names))
+            elif isinstance(k, (Affine, AffineGrad)):
+                f = k.fold
+                what = (f"[{comment_text(f.h.name)}, 1] @ [{comment_text(f.W.name)}; "
+                        f"{comment_text(f.b.name)}]" if isinstance(k, Affine) else
+                        f"[{comment_text(f.h.name)}, 1].T @ {comment_text(f.dz.name)}")
+            elif isinstance(k, CopyIn):
+                what = f"{comment_text(n.name)} copied beside a column of ones"
+            elif isinstance(k, Dot):
+                what = f"{n.op}(" + " * ".join(comment_text(i.name) for i in k.product.inputs) + ")"
+            lines.append(f"  {type(k).__name__:<10} {comment_text(n.name)} = {what}"
+                         f"  -> {_where(self.plan.buffer.get(id(n)))}")
+        for g in self.groups:
+            ops = " · ".join(sorted({n.op for n in g.members[0].nodes}))
+            how = (f"flat: {g.total} elements, slots " +
+                   ", ".join(f"{'param' if s.kind == 'p' else 'leaf'} {s.index}" for s in g.slots)
+                   if g.flat else "one member at a time")
+            folds = f"; {len(g.folds)} bias folds" if g.folds else ""
+            lines.append(f"  group {g.index}: {len(g.members)} members ({ops}), {how}{folds}")
+        return "\n".join(lines)
+
+
+def _where(b) -> str:
+    if isinstance(b, FlatView):
+        return f"flat group {b.group}, slot {b.slot}, member {b.member}"
+    if isinstance(b, AugView):
+        return "the [h, 1] buffer of a bias fold"
+    return b or "a new value"
 
 
 def lower(fn: Function, caps: Caps = Caps()) -> Schedule:
