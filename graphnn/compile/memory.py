@@ -29,7 +29,9 @@ class Request:
     shape: tuple                 # None = batch dimension
     dtype: str
     may_alias: tuple = ()        # keys whose buffer it may take over on their last read
-    fixed: str | None = None     # a buffer decided elsewhere (flat views): never reused
+    fixed: object = None         # a buffer decided elsewhere (flat views): never reused
+    fresh: bool = False          # a buffer of its own, shared with no other value (a
+                                 # returned value: a target may allocate it per call)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Plan:
     buffers: dict[str, tuple[tuple, str]]     # buffer name -> (shape, dtype)
     aliased: dict[int, int]                   # value -> the input whose buffer it took
     owners: dict[int, frozenset] = field(default_factory=dict)  # view -> values whose buffers it may share
+    fresh: set = field(default_factory=set)   # buffers of one value each (Request.fresh)
 
     def shares_buffer(self, key: int) -> bool:
         """Whether `key`'s value may live in (or look into) a planned buffer."""
@@ -99,6 +102,7 @@ def plan(statements: list[Statement], base_of: dict[int, int] | None = None,
     buffer: dict[int, str] = {}
     buffers: dict[str, tuple] = {}
     aliased: dict[int, int] = {}
+    fresh: set[str] = set()
     fixed_keys = set()
     for i, st in enumerate(statements):
         taken_now = set()
@@ -112,6 +116,13 @@ def plan(statements: list[Statement], base_of: dict[int, int] | None = None,
                 continue
             kind = (r.shape, r.dtype)
             name = None
+            if r.fresh:  # never recycled: it is in `keep` (so never released either)
+                name = f"{prefix}{len(buffers)}"
+                buffers[name] = kind
+                fresh.add(name)
+                buffer[r.key] = name
+                keep.add(r.key)
+                continue
             for a in r.may_alias:
                 if a in owners or a not in buffer:  # a view: its memory is not its own
                     continue
@@ -140,4 +151,4 @@ def plan(statements: list[Statement], base_of: dict[int, int] | None = None,
             if last.get(b, i) <= i and last.get(b) != -1:
                 released.add(b)
                 free.setdefault(buffers[buffer[b]], []).append(buffer[b])
-    return Plan(buffer, buffers, aliased, owners)
+    return Plan(buffer, buffers, aliased, owners, fresh)

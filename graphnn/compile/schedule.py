@@ -39,7 +39,9 @@ from .update_plan import UpdatePlan
 
 _VIEW_OPS = ("stop_gradient",)
 _BROADCAST = ("broadcast_like", "broadcast_to")
-_EXPR_CACHE: dict = {}  # structure key -> (expr, key, names of the symbols it uses)
+_EXPR_CACHE: dict = {}
+# unary ops whose value is > 0 exactly where their input is (NaN: neither)
+_SIGN_OF_INPUT = ("relu",)  # structure key -> (expr, key, names of the symbols it uses)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Caps:
     dot_reductions: bool = True    # `sum(a * b)` as one dot product
     transpose_views: str = "all"   # 2-D transposes as views: "all", or "matmul" (read as flags)
     max_group: int = fusion.MAX_GROUP
+    fresh_outputs: bool = True     # returned values in buffers of their own (allocated per
+                                   # call by the array targets instead of copied at return)
 
 
 # -- symbolic buffers: decided by the lowering, named by each target ------------------------
@@ -267,6 +271,18 @@ def _where(b) -> str:
     return b or "a new value"
 
 
+def _operands_first(expr, leaves, all_leaves, sub_leaves) -> list:
+    """`leaves` with the array factors of a product first (`dz * (z > 0)`, the gradient
+    of relu): writing the product into the factor is a true in-place call,
+    `np.multiply(mask, dz, out=dz)`, where writing it into `z`'s buffer touches a
+    third array (23 against 33 us at 128 x 256 float64, NumPy 2.4). Sums keep the
+    graph's order: their other terms are chains that run in place."""
+    direct = {a for a in expr.args if a.is_Symbol} if expr.is_Mul else set()
+    symbol = {id(l): fusion.leaf_symbol(k) for k, l in enumerate(all_leaves)}
+    symbol.update({id(l): sp.Symbol(s, real=True) for s, l in sub_leaves.items()})
+    return sorted(leaves, key=lambda l: symbol.get(id(l)) not in direct)
+
+
 def lower(fn: Function, caps: Caps = Caps()) -> Schedule:
     """Plan `fn` for a target with capabilities `caps`."""
     return Lowering(fn, caps).run()
@@ -437,7 +453,9 @@ class Lowering(UpdatePlan):
                 self.fixed[id(h)] = AugView(id(h))
 
         def request(n, **kw):
-            return memory.Request(id(n), n.shape, _dname(n.dtype), fixed=self.fixed.get(id(n)), **kw)
+            fixed = self.fixed.get(id(n))
+            fresh = self.caps.fresh_outputs and fixed is None and id(n) in self.outputs
+            return memory.Request(id(n), n.shape, _dname(n.dtype), fixed=fixed, fresh=fresh, **kw)
 
         for n in self.order:
             if n.is_leaf or id(n) in self.cut or id(n) in self.transparent or \
@@ -466,7 +484,8 @@ class Lowering(UpdatePlan):
             if n.shape != () and _is_ew(n):
                 expr, leaves, key, all_leaves, sub_leaves = self.group_expr(n)
                 may = () if id(n) in self.outputs else tuple(  # (a node read once)
-                    id(l) for l in leaves if l.shape == n.shape and l.dtype == n.dtype
+                    id(l) for l in _operands_first(expr, leaves, all_leaves, sub_leaves)
+                    if l.shape == n.shape and l.dtype == n.dtype
                     and sum(m is l for m in leaves) == 1)
                 st = memory.Statement(uses=[id(l) for l in leaves],
                                       defines=[request(n, may_alias=may)])
@@ -566,6 +585,9 @@ class Lowering(UpdatePlan):
                 f = fusion.substitute(op, ak, [fusion.leaf_symbol(k)])
                 extra[f] = fusion.leaf_symbol(as_leaf[id(node)]) if id(node) in as_leaf else \
                     sp.Symbol(f"S{k}_{op}", real=True)
+                if op in _SIGN_OF_INPUT:  # relu's gradient mask `z > 0` as `relu(z) > 0`:
+                    # z need not stay alive for the backward pass (relu runs in place)
+                    extra[sp.Gt(fusion.leaf_symbol(k), 0)] = sp.Gt(extra[f], 0)
             if extra:
                 expr = expr.xreplace(extra)
             hit = _EXPR_CACHE[key] = (expr, key, frozenset(s.name for s in expr.free_symbols))

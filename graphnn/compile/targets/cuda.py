@@ -50,7 +50,9 @@ class CudaPrinter(CudaOps, NumpyPrinter):
     # no [h, 1] @ [W; b] folds (cuBLAS runs the matmul, a kernel the bias); sum(a * b) is a
     # fused product and a reduction kernel; a 2-D transpose stays a view only where cuBLAS
     # reads it (a transpose flag)
-    caps = Caps(bias_fold=False, dot_reductions=False, transpose_views="matmul")
+    # (outputs are written to files: no per-call buffers)
+    caps = Caps(bias_fold=False, dot_reductions=False, transpose_views="matmul",
+                fresh_outputs=False)
 
     def __init__(self, fn, name: str = "step", kernels: str = "numpy"):
         super().__init__(fn, name, "numpy")

@@ -82,6 +82,7 @@ class NumpyPrinter(UpdatePrinting):
         self.schedule = None
         self.plan = None
         self._group_meta: dict[int, tuple] = {}
+        self.fresh_nodes: dict[str, Node] = {}  # a returned value's own buffer -> its node
 
     def _helper_names(self):
         from ...ops.runtime import HELPERS
@@ -118,8 +119,11 @@ class NumpyPrinter(UpdatePrinting):
 
     def buffer_name(self, b) -> str:
         """A planned buffer's name: symbolic ones (flat-buffer views, [h, 1] views) are
-        named by this printer."""
-        return b if isinstance(b, str) else self.names[b]
+        named by this printer, and a returned value's own buffer after its node."""
+        if isinstance(b, str):
+            node = self.fresh_nodes.get(b)
+            return b if node is None else self.namer(node)
+        return self.names[b]
 
     def plan_program(self):
         """Lower the function and name what the schedule decided, in the order names
@@ -128,6 +132,8 @@ class NumpyPrinter(UpdatePrinting):
         self.plan = s.plan
         self._group_meta = {id(k.node): (k.key, k.all_leaves, k.sub_leaves)
                             for k in s.kernels if isinstance(k, Fused)}
+        self.fresh_nodes = {s.plan.buffer[r.key]: self._by_id[r.key] for k in s.kernels
+                            for r in k.statement.defines if s.plan.buffer.get(r.key) in s.plan.fresh}
         for a in s.args:
             self.namer(a)
         self.print_groups()
@@ -206,7 +212,8 @@ class NumpyPrinter(UpdatePrinting):
     def _alloc_lines(self) -> list[str]:
         """`_alloc(B)`: every buffer, temporary and filled operand for batch size B."""
         xp = self.xp
-        bufs = sorted(self.plan.buffers.items(), key=lambda kv: int(kv[0][4:]))
+        bufs = sorted(((b, kind) for b, kind in self.plan.buffers.items() if b not in self.plan.fresh),
+                      key=lambda kv: int(kv[0][4:]))
         alloc_names = [b for b, _ in bufs] + list(self.temps.values()) + list(self.fills.values())
         lines = ["", "_B = None", "", "", "def _alloc(B):",
                  '    """(Re)allocate the buffers of every intermediate for batch size B."""']
@@ -274,6 +281,8 @@ class NumpyPrinter(UpdatePrinting):
                     v = f"{self.xp}.float32({v})"
             elif src.op == "const":
                 v = f"{v}.copy()"
+            elif self.plan.buffer.get(id(src)) in self.plan.fresh and id(src) == id(o):
+                pass  # its own new array (render)
             elif self.plan.shares_buffer(id(src)):  # 0-d views too (a reshape of a buffer)
                 v = f"{v}.copy()"
             outs.append(v)
@@ -331,8 +340,17 @@ class NumpyPrinter(UpdatePrinting):
 
     # -- kernels: one _print_<Kernel> each ------------------------------------------------------
     def render(self, k) -> list[str]:
-        """The lines of one kernel of the schedule."""
-        return getattr(self, "_print_" + type(k).__name__)(k, self.value_of(k.node))
+        """The lines of one kernel of the schedule; a returned value's own buffer is
+        allocated first, so the caller gets it without a copy."""
+        lines = getattr(self, "_print_" + type(k).__name__)(k, self.value_of(k.node))
+        xp, new = self.xp, []
+        for r in k.statement.defines:
+            b = self.plan.buffer.get(r.key)
+            if b in self.plan.fresh:
+                new.append(f"{self.buffer_name(b)} = {xp}.empty({_shape_code(r.shape, '_B')}, "
+                           f"dtype={xp}.{r.dtype})  # {comment_name(self.fresh_nodes[b])}: "
+                           "returned, a new array at each call")
+        return new + lines
 
     def _print_Fused(self, k: Fused, out: str) -> list[str]:
         n = k.node
