@@ -114,3 +114,32 @@ def test_hostile_names_stay_on_one_line_when_a_schedule_prints():
     text = str(s)
     assert len(text.splitlines()) == 1 + len(s.kernels) + len(s.groups)
     assert "\r" not in text
+
+
+def test_returned_values_get_buffers_of_their_own_and_no_copy():
+    """Outputs are computed into a new array per call (the caller owns it) instead of a
+    reused buffer copied at return; the CUDA target, which writes files, opts out."""
+    fn = _function("mlp", updates=False)
+    s = lower(fn)
+    outs = [o for o in fn.outputs if o.shape != ()]
+    assert outs and all(s.plan.buffer[id(o)] in s.plan.fresh for o in outs)
+    assert len(s.plan.fresh) == len(outs)
+    assert not lower(fn, Caps(fresh_outputs=False)).plan.fresh
+    spec = workloads.SPECS["mlp"]
+    g, loss, ups, ps = workloads.graphnn_step(spec, workloads.init_params(spec))
+    prog = gn.compile([loss, *gn.grad(loss, ps)])
+    assert ".copy()" not in prog.source and "returned, a new array at each call" in prog.source
+    X, Y = workloads.data(spec)
+    first = prog(x=X, y=Y)
+    second = prog(x=X, y=Y)
+    assert all(a is not b for a, b in zip(first[1:], second[1:]))
+
+
+def test_relu_runs_in_place_when_its_gradient_reads_the_mask_through_its_value():
+    """relu(z) > 0 exactly where z > 0, so the backward mask reads relu's value and z
+    dies after relu: relu writes into z's buffer, as hand-written NumPy does."""
+    s = lower(_function("mlp", updates=False))
+    relus = [k for k in s.kernels if isinstance(k, Fused) and k.node.op == "relu"]
+    assert len(relus) == 2
+    for k in relus:
+        assert s.plan.aliased.get(id(k.node)) == id(k.node.inputs[0])
