@@ -106,6 +106,14 @@ class Program:
             self._plain_source = NumPyPrinter(self.function, self.name).source()[0]
         return self._plain_source
 
+    @property
+    def schedule(self):
+        """The lowering of this program's function (`compile/schedule.py`): the kernels,
+        update groups and buffer plan the NumPy and CuPy targets print;
+        `print(prog.schedule)` lists them, one line each."""
+        from .schedule import lower
+        return lower(self.function)
+
     def __repr__(self):
         return (f"<graphnn.Program {self.graph.name!r} backend={self.backend} "
                 f"args={self.arg_names} outputs={[o.name for o in self.function.outputs]}>")

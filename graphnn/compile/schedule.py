@@ -252,7 +252,7 @@ class Schedule:
             elif isinstance(k, Dot):
                 what = f"{n.op}(" + " * ".join(comment_text(i.name) for i in k.product.inputs) + ")"
             lines.append(f"  {type(k).__name__:<10} {comment_text(n.name)} = {what}"
-                         f"  -> {_where(self.plan.buffer.get(id(n)))}")
+                         f"  -> {_where(self.plan.buffer.get(id(n)), self.plan)}")
         for g in self.groups:
             ops = " · ".join(sorted({n.op for n in g.members[0].nodes}))
             how = (f"flat: {g.total} elements, slots " +
@@ -263,11 +263,13 @@ class Schedule:
         return "\n".join(lines)
 
 
-def _where(b) -> str:
+def _where(b, plan) -> str:
     if isinstance(b, FlatView):
         return f"flat group {b.group}, slot {b.slot}, member {b.member}"
     if isinstance(b, AugView):
         return "the [h, 1] buffer of a bias fold"
+    if b in plan.fresh:
+        return f"{b}, returned (a new array at each call)"
     return b or "a new value"
 
 
