@@ -60,3 +60,34 @@ def test_unknown_feed_names_are_refused_after_a_good_call():
     prog(**good)
     with pytest.raises(gn.GraphError, match="unknown feed"):
         prog(**good, z=np.ones(3))
+
+
+def test_threads_calling_one_fast_program_each_get_their_own_results():
+    """A fast program keeps its buffers between calls, so calls from several threads
+    at once would overwrite each other's intermediates: Program serializes them."""
+    import threading
+    g = gn.Graph("threads")
+    x = g.input("x", (None, 64))
+    W = g.param("W", (64, 128), seed=0)
+    V = g.param("V", (128, 8), seed=1)
+    out = gn.tanh(gn.relu(x @ W) @ V)
+    loss = gn.sum(out * out)
+    outs = [out, *gn.grad(loss, [W, V])]
+    prog, plain = gn.compile(outs), gn.compile(outs, fast=False)
+    assert prog.fast
+    rng = np.random.default_rng(0)
+    feeds = [rng.normal(size=(64, 64)) for _ in range(4)]
+    want = [plain(x=X) for X in feeds]
+    errors = []
+
+    def work(k):
+        for _ in range(25):
+            got = prog(x=feeds[k])
+            if not all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want[k])):
+                errors.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

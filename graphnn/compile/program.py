@@ -9,6 +9,7 @@ import linecache
 import marshal
 import os
 import sys
+import threading
 import traceback
 from typing import Sequence
 
@@ -70,6 +71,8 @@ class Program:
         self.source = source
         self.name = name or graph.name
         self.fast = fast
+        # a fast program keeps its buffers between calls: one call at a time (threads)
+        self._lock = threading.Lock() if fast else None
         self._plain_source = None if fast else source
         self.namespace = namespace
         self.fn = namespace["step"]
@@ -190,7 +193,11 @@ class Program:
         if self.to_device is not None:  # NumPy inputs are copied to the device at each call
             args = [self.to_device(a) for a in args]
         try:
-            out = self.fn(*args)
+            if self._lock is None:
+                out = self.fn(*args)
+            else:
+                with self._lock:
+                    out = self.fn(*args)
         except Exception as e:  # point at the node whose line failed
             node = self.node_of(e)
             if node is not None and hasattr(e, "add_note"):
