@@ -91,7 +91,7 @@ def test_xor_trains_through_the_cpu_build_as_the_numpy_target(opt, dtype):
             runs.append((losses, {p.name: np.array(g.values[p.name]) for p in params}))
             fwd = gn.compile(out, backend="cuda")  # the forward-only export infers
             got = fwd(device="cpu", x=X)
-            want = gn.compile(out)(x=X)
+            want = gn.compile(out, fast=False)(x=X)
             np.testing.assert_allclose(got, want, **_tol(dtype))
     (lw, pw), (lg, pg) = runs
     shown = [lw[k] for k in list(range(10)) + [29]]
@@ -323,7 +323,7 @@ def test_gpu_build_equals_the_cpu_build():
     feeds = _layer_feeds(g, out, "mse", np.random.default_rng(0), 5)
     cpu = prog(device="cpu", **feeds)
     gpu = prog(device="gpu", **feeds)
-    ref = gn.compile([loss, *gn.grad(loss, params)])(**feeds)
+    ref = gn.compile([loss, *gn.grad(loss, params)], fast=False)(**feeds)
     for a, b, c in zip(gpu, cpu, ref):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
         np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-11)
@@ -363,7 +363,7 @@ def test_cli_writes_and_builds_the_program_directory(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     loss_now, = cudafile.read(d / "loss.bin", "outputs", [g["loss"]], "float64")
-    want = gn.compile(loss)(x=X, y=Y)
+    want = gn.compile(loss, fast=False)(x=X, y=Y)
     np.testing.assert_allclose(loss_now, want, rtol=1e-12)  # infer: params.bin, no update
     # --outputs: a forward-only export, which infers from x alone and refuses to train
     assert main(["compile", str(tmp_path / "xor.json"), "--backend", "cuda", "--build", "cpu",
@@ -374,7 +374,7 @@ def test_cli_writes_and_builds_the_program_directory(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     y, = cudafile.read(f / "y.bin", "outputs", [g["out"]], "float64")
-    np.testing.assert_allclose(y, gn.compile(out)(x=X), rtol=1e-12)
+    np.testing.assert_allclose(y, gn.compile(out, fast=False)(x=X), rtol=1e-12)
     r = subprocess.run(["./model_cpu", "train", "--data", "x.bin", "--out", "p.bin"], cwd=f,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "forward-only" in r.stderr
@@ -631,12 +631,12 @@ def test_an_index_out_of_range_exits_naming_the_node(tmp_path):
     fwd = gn.compile(loss, backend="cuda")
     fwd.cpu_flags = ("-O0",)
     ok = np.array([[0, 6, -7], [3, -1, 2]])
-    np.testing.assert_allclose(fwd(device="cpu", ids=ok), gn.compile(loss)(ids=ok), rtol=1e-12)
+    np.testing.assert_allclose(fwd(device="cpu", ids=ok), gn.compile(loss, fast=False)(ids=ok), rtol=1e-12)
     exe = fwd.executable("cpu")
     fwd.write_params(tmp_path / "p.bin")
     for bad, index in (([[0, 7, 1], [2, 3, 4]], 7), ([[0, 1, 1], [2, -8, 4]], -8)):
         with pytest.raises(IndexError):
-            gn.compile(loss)(ids=np.array(bad))
+            gn.compile(loss, fast=False)(ids=np.array(bad))
         fwd.write_data(tmp_path / "x.bin", {"ids": np.array(bad)})
         y = tmp_path / "y.bin"
         r = subprocess.run([exe, "infer", "--params", str(tmp_path / "p.bin"), "--data",
