@@ -39,7 +39,8 @@ from .. import cuda_c, fusion
 from ..schedule import _EXPR_CACHE, Caps, Fused, Matmul, Opaque, Reduce, ReduceAll, Softmax
 from ..update_plan import component_leaf_exprs
 from ..fast_common import _dname
-from .cuda_common import (FLOATS, supports, _ctype, _ccomment, _cstring, count_code, broadcast_index, declaration_hash)
+from .cuda_common import (FLOATS, supports, _ctype, _ccomment, _cstring, count_code, broadcast_index,
+                          declaration_hash, kernel_source)
 from .cuda_ops import CudaOps
 from .cuda_text import MAIN, RUNTIME
 from ..printer import unique_name
@@ -166,15 +167,8 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         inner = loads + decl + ["    " + ln for ln in body.split("\n")] + stores
         key = ("ew", tuple(params), tuple(inner))
 
-        def make(name):
-            args = ", ".join(re.sub(r".*\*\s*", "", p) for p in params)
-            return "\n".join([
-                f"/* {name}: {comment} */",
-                f"GN_FN void {name}_at(long i, long B, {', '.join(params)}) {{",
-                *inner, "}",
-                f"__global__ void {name}_kernel(long n, long B, {', '.join(params)}) {{",
-                f"    GN_FOR_EACH(i, n) {name}_at(i, B, {args});", "}"])
-        return self._define(key, what, "elementwise", make)
+        return self._define(key, what, "elementwise",
+                            lambda name: kernel_source(name, comment, params, inner))
 
     def leaf_spec(self, sym, node: Node, dtype_hint=None):
         """(symbol, shape, dtype, literal) of a kernel leaf; 0-d constants are literals."""

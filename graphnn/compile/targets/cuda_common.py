@@ -3,6 +3,7 @@ arithmetic for broadcasting and strides, and the tensor-file declaration hash.""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -118,3 +119,16 @@ def broadcast_index(i: str, leaf_shape, out_shape) -> str:
 
 def declaration_hash(kind: str, nodes) -> str:
     return cudafile.declaration_hash(kind, [(n.name, _dname(n.dtype), n.shape) for n in nodes])
+
+
+def kernel_source(name: str, comment: str, params: list[str], lines: list[str],
+                  index: str = "i") -> str:
+    """An element-at-a-time kernel: `{name}_at` (one index; the `__host__ __device__`
+    body, `lines`) and `{name}_kernel`, which runs it over n indices (a grid-stride
+    loop on the GPU, a host loop in the -DGN_CPU build)."""
+    args = ", ".join(re.sub(r".*[\s*]", "", p) for p in params)
+    return "\n".join([
+        f"/* {name}: {comment} */",
+        f"GN_FN void {name}_at(long {index}, long B, {', '.join(params)}) {{", *lines, "}",
+        f"__global__ void {name}_kernel(long n, long B, {', '.join(params)}) {{",
+        f"    GN_FOR_EACH({index}, n) {name}_at({index}, B, {args});", "}"])

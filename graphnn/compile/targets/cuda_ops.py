@@ -8,7 +8,8 @@ from ...graph import Node
 from ...ops import shapes as shape_rules
 from .. import cuda_c, fusion
 from ..fast_common import _attrs_key, _dname, _is_ew
-from .cuda_common import FLOATS, _ccomment, _coord, _ctype, _cstring, _dim, _strides, count_code
+from .cuda_common import (FLOATS, _ccomment, _coord, _ctype, _cstring, _dim, _strides, count_code,
+                          kernel_source)
 
 
 class CudaOps:
@@ -133,14 +134,10 @@ class CudaOps:
                          f"(p0[base + a * {I}] - m) - ls;")
         key = ("softmax", T, tuple(lines))
 
-        def make(name):
-            return "\n".join([
-                f"/* {name}: {n.op} of a {_ccomment(str(x.shape))} array along axis {ax}, one row "
-                "per thread (shifted by the row's max) */",
-                f"GN_FN void {name}_at(long o, long B, const {T}* p0, {T}* o0) {{", *lines, "}",
-                f"__global__ void {name}_kernel(long n, long B, const {T}* p0, {T}* o0) {{",
-                f"    GN_FOR_EACH(o, n) {name}_at(o, B, p0, o0);", "}"])
-        kname = self._define(key, n.op, "softmax", make)
+        comment = (f"{n.op} of a {_ccomment(str(x.shape))} array along axis {ax}, one row "
+                   "per thread (shifted by the row's max)")
+        kname = self._define(key, n.op, "softmax", lambda name: kernel_source(
+            name, comment, [f"const {T}* p0", f"{T}* o0"], lines, index="o"))
         return [self.launch(kname, count_code(outer + inner) if outer + inner else "1",
                             [self.ptr(x), self.c(out)])]
 
@@ -153,14 +150,8 @@ class CudaOps:
         params = [f"const {_ctype(s.dtype)}* p{k}" for k, s in enumerate(srcs)]
         key = ("map", tuple(params), T, tuple(lines))
 
-        def make(name):
-            args = ", ".join(f"p{k}" for k in range(len(srcs)))
-            return "\n".join([
-                f"/* {name}: {comment} */",
-                f"GN_FN void {name}_at(long i, long B, {', '.join(params)}, {T}* o0) {{", *lines, "}",
-                f"__global__ void {name}_kernel(long n, long B, {', '.join(params)}, {T}* o0) {{",
-                f"    GN_FOR_EACH(i, n) {name}_at(i, B, {args}, o0);", "}"])
-        kname = self._define(key, what, "layout", make)
+        kname = self._define(key, what, "layout", lambda name: kernel_source(
+            name, comment, params + [f"{T}* o0"], lines))
         return [self.launch(kname, count_code(n.shape), [self.ptr(s) for s in srcs] + [self.c(out)])]
 
     def c_plain(self, n: Node, fixed) -> list[str]:
@@ -451,13 +442,8 @@ class CudaOps:
                                                                                      "const char* site"]
         key = ("take", tuple(params), tuple(lines))
 
-        def make(name):
-            return "\n".join([
-                f"/* {name}: {comment} */",
-                f"GN_FN void {name}_at(long i, long B, {', '.join(params)}) {{", *lines, "}",
-                f"__global__ void {name}_kernel(long n, long B, {', '.join(params)}) {{",
-                f"    GN_FOR_EACH(i, n) {name}_at(i, B, p0, p1, o0, site);", "}"])
-        kname = self._define(key, what, "layout", make)
+        kname = self._define(key, what, "layout",
+                             lambda name: kernel_source(name, comment, params, lines))
         # the site: the node's name as ascii() spells it (quoted, escaped), then a C literal
         site = _cstring(f"{ascii(n.name)} ({n.op} along axis {ax})")
         return [self.launch(kname, count_code(n.shape), [self.ptr(s_) for s_ in srcs] +
