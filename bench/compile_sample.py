@@ -19,7 +19,7 @@ def graphnn(depth):
     # modules gn.compile, gn.optim and SymPy's code printer load on first use: imports, not
     # build or compile work (this environment may not cache bytecode, which makes them cost)
     import graphnn.nn.optim  # noqa: F401
-    import graphnn.compile.fast  # noqa: F401
+    import graphnn.compile.targets.numpy  # noqa: F401
     import graphnn.compile.numpy_backend  # noqa: F401
     import sympy.codegen.ast  # noqa: F401
     from workloads import deep_spec, graphnn_step
