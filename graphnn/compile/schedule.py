@@ -568,8 +568,13 @@ class Lowering(UpdatePlan):
         # a value that is itself a leaf of the group is read through that leaf's symbol:
         # one symbol per node (an in-place write aliases one symbol, see fusion.emit)
         as_leaf = {id(node): index[id(node)] for _, _, _, node in subs if id(node) in index}
+        # relu's mask read through relu's value, unless that value lives in a [h, 1] view
+        # (strided: the mask would be slower to read and z's buffer is not freed by it)
+        masks = {id(node) for _, op, _, node in subs
+                 if op in _SIGN_OF_INPUT and id(node) not in self.fixed}
         key = (tuple(wiring), tuple(p for p in key_parts if p[0] == "leaf"),
-               tuple((k, op, ak, as_leaf.get(id(node))) for k, op, ak, node in subs))
+               tuple((k, op, ak, as_leaf.get(id(node)), id(node) in masks)
+                     for k, op, ak, node in subs))
         hit = _EXPR_CACHE.get(key)
         if hit is None:
             built: dict[int, sp.Expr] = {}
@@ -587,7 +592,7 @@ class Lowering(UpdatePlan):
                 f = fusion.substitute(op, ak, [fusion.leaf_symbol(k)])
                 extra[f] = fusion.leaf_symbol(as_leaf[id(node)]) if id(node) in as_leaf else \
                     sp.Symbol(f"S{k}_{op}", real=True)
-                if op in _SIGN_OF_INPUT:  # relu's gradient mask `z > 0` as `relu(z) > 0`:
+                if id(node) in masks:  # relu's gradient mask `z > 0` as `relu(z) > 0`:
                     # z need not stay alive for the backward pass (relu runs in place)
                     extra[sp.Gt(fusion.leaf_symbol(k), 0)] = sp.Gt(extra[f], 0)
             if extra:
