@@ -19,7 +19,7 @@ from .. import archive
 from .. import feeds as feeds_check
 from ..errors import GraphError, ShapeError
 from ..graph import Graph, Node
-from . import loops
+from . import call_path, loops
 from .passes import Function, optimize as run_passes
 
 BACKENDS = ("numpy", "cupy", "cuda")
@@ -100,6 +100,7 @@ class Program:
         self._arg_plan = [(n.name, n.op == "param") for n in args]
         self._arg_set = frozenset(self.arg_names)
         self._last_signature: list | None = None  # (type, dtype, shape) per argument
+        self._seen = None  # the short path for that signature (call_path.py)
         self.numpy_source = None  # set when `source` calls Numba: what save() writes instead
 
     @property
@@ -163,29 +164,21 @@ class Program:
             feeds_check.check_labels(self.arg_names[k], args[k], depth)
         if all(a is (feeds[n.name] if n.name in feeds else self.graph.values.get(n.name))
                for a, n in zip(args, self.arg_nodes)):  # nothing was converted
-            self._last_signature = [(a.__class__, a.dtype, a.shape) for a in args]
+            sig = [(a.__class__, a.dtype, a.shape) for a in args]
+            if sig != self._last_signature:
+                self._last_signature = sig
+                self._seen = call_path.seen_args(self._arg_plan, sig, self._arg_set)
         return args
 
     def _seen_args(self, feeds: dict) -> list | None:
         """The arguments, when the feeds name only arguments and every array has the type,
         dtype and shape it had in the last call that passed the full check (else None:
-        check in full). Compared by identity, no hashing: this runs on every call."""
-        last = self._last_signature
-        if last is None or not feeds.keys() <= self._arg_set:
+        check in full). Compared by identity, no hashing, in code printed for the
+        signature (call_path.py): this runs on every call."""
+        if self._seen is None:
             return None
-        values = self.graph.values
-        args = []
-        try:
-            for (name, is_param), (t, d, shape) in zip(self._arg_plan, last):
-                v = feeds.get(name)
-                if v is None:
-                    if not is_param:
-                        return None
-                    v = values.get(name)
-                if v.__class__ is not t or v.dtype is not d or v.shape != shape:
-                    return None
-                args.append(v)
-        except AttributeError:  # not an array: the full check says what is wrong
+        args = self._seen(feeds, self.graph.values)
+        if args is None:
             return None
         for k, depth in self._labels:  # values still matter for class labels
             feeds_check.check_labels(self.arg_names[k], args[k], depth)
