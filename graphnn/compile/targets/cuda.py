@@ -91,22 +91,15 @@ class CudaPrinter(CudaOps, NumpyPrinter):
             got = self.cn[pyname] = unique_name(base, self.ctaken)
         return got
 
-    def value_of(self, n: Node) -> str:
-        if id(n) in self.snap:
-            return self.snap[id(n)]
-        s = self.source_of(n)
-        if s.op == "const":
-            ident = self.namer(s)
-            self.c_consts[ident] = s
-            return ident
-        if id(s) in self.alias:
-            return f"{self.value_of(s.inputs[0])}.T"
-        if self.is_arg(s):
-            return self.namer(s)
-        if self.plan is not None and id(s) in self.plan.buffer:
-            return self.buffer_name(self.plan.buffer[id(s)])
-        ident = self.namer(s)
-        self.loose[ident] = s
+    def const_value(self, n: Node) -> str:
+        """Every constant, 0-d ones too, is an array copied into the arena."""
+        ident = self.namer(n)
+        self.c_consts[ident] = n
+        return ident
+
+    def unplanned_value(self, n: Node) -> str:
+        ident = self.namer(n)
+        self.loose[ident] = n  # a slot of its own (_program)
         return ident
 
     def ones_vector(self, dtype: str, length) -> str:

@@ -314,15 +314,21 @@ class NumpyPrinter(UpdatePrinting):
             return self.snap[id(n)]
         n = self.source_of(n)
         if n.op == "const":
-            if n.value.ndim == 0:
-                return literal(n.value)
-            return self.const_name(n)
+            return self.const_value(n)
         if id(n) in self.alias:
             return f"{self.value_of(n.inputs[0])}.T"
         if self.is_arg(n):
             return self.namer(n)
         if self.plan is not None and id(n) in self.plan.buffer:
             return self.buffer_name(self.plan.buffer[id(n)])
+        return self.unplanned_value(n)
+
+    def const_value(self, n: Node) -> str:
+        """A constant: a literal when 0-d, else a module-level array."""
+        return literal(n.value) if n.value.ndim == 0 else self.const_name(n)
+
+    def unplanned_value(self, n: Node) -> str:
+        """A value with no planned buffer (a 0-d result, a view, an opaque op's own)."""
         return self.namer(n)
 
     def const_name(self, node: Node) -> str:
