@@ -487,31 +487,38 @@ def _xor_step(backend, opt="adam"):
                                  backend=backend)
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize("seed", [None, 7])
-def test_mini_batches_equal_the_numpy_target_steps(seed):
-    """`train --batch 3` over 10 rows: 3 steps per epoch (rows 0-2, 3-5, 6-8; row 9 left out,
-    as Trainer.fit(drop_last=True)), 8 steps into the third epoch; with --shuffle, the rows
-    of cuda_build.batch_rows (the program's splitmix64 order, reproduced in Python)."""
+def test_mini_batches_equal_the_numpy_target_steps(seed, drop_last):
+    """`train --batch 3` over 10 rows: 4 steps per epoch (rows 0-2, 3-5, 6-8 and the smaller
+    batch of row 9, as Trainer.fit), or with --drop-last 3 (row 9 left out, as
+    Trainer.fit(drop_last=True)), 8 steps; with --shuffle, the rows of
+    cuda_build.batch_rows (the program's splitmix64 order, reproduced in Python)."""
     need("g++")
     data = _mlp_data(10)
-    rows = cuda_build.batch_rows(10, 3, 8, seed)
+    rows = cuda_build.batch_rows(10, 3, 8, seed, drop_last=drop_last)
+    per_epoch = 3 if drop_last else 4
     if seed is None:
-        want_rows = [np.arange(a, a + 3) for a in (0, 3, 6, 0, 3, 6, 0, 3)]
+        starts = [0, 3, 6] if drop_last else [0, 3, 6, 9]
+        want_rows = [np.arange(a, min(a + 3, 10)) for a in (starts * 3)[:8]]
         assert all(np.array_equal(a, b) for a, b in zip(rows, want_rows))
-    else:  # a fresh permutation per epoch: each epoch's 9 rows are distinct
+    else:  # a fresh permutation per epoch: each epoch's rows are distinct
         for e in range(2):
-            used = np.concatenate(rows[3 * e:3 * e + 3])
-            assert len(set(used.tolist())) == 9
-        assert not np.array_equal(np.concatenate(rows[:3]), np.concatenate(rows[3:6]))
+            used = np.concatenate(rows[per_epoch * e:per_epoch * (e + 1)])
+            assert len(set(used.tolist())) == len(used) == (9 if drop_last else 10)
+        assert not np.array_equal(np.concatenate(rows[:3]),
+                                  np.concatenate(rows[per_epoch:per_epoch + 3]))
     g, params, step = _xor_step("numpy")
     losses = [float(step(**{k: v[r] for k, v in data.items()})[0]) for r in rows]
     want = {p.name: np.array(g.values[p.name]) for p in params}
     g2, params2, prog = _xor_step("cuda")
     prog.cpu_flags = ("-O0",)
     report = prog.train(data, steps=8, batch_size=3, shuffle=seed is not None,
-                        seed=seed or 0, device="cpu")
-    assert re.search(r"^batch size 3, 10 data rows: 3 steps per epoch, 1 rows left out of each "
-                     r"epoch, " + ("in order" if seed is None else f"shuffled \\(seed {seed}\\)") + "$",
+                        seed=seed or 0, device="cpu", drop_last=drop_last)
+    epoch = ("3 steps per epoch, 1 rows left out of each epoch" if drop_last else
+             "4 steps per epoch, the last of 1 rows")
+    assert re.search(r"^batch size 3, 10 data rows: " + epoch + ", " +
+                     ("in order" if seed is None else f"shuffled \\(seed {seed}\\)") + "$",
                      report, re.M), report
     got = [float(m) for m in re.findall(r"^step \d+: loss (\S+)", report, re.M)]
     np.testing.assert_allclose(got, losses, rtol=1e-10, atol=1e-12)
@@ -520,17 +527,19 @@ def test_mini_batches_equal_the_numpy_target_steps(seed):
                                    err_msg=p.name)
 
 
-def test_mini_batches_in_order_equal_trainer_fit_without_its_last_partial_batch():
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_mini_batches_in_order_equal_trainer_fit(drop_last):
     """Two epochs of `train --batch 4` over 10 rows equal Trainer.fit(batch_size=4,
-    shuffle=False, drop_last=True, epochs=2): the same steps, the same parameters."""
+    shuffle=False, epochs=2): 3 steps per epoch, the last on 2 rows (its mean divides by
+    2), or with drop_last 2 steps: the same steps, the same parameters."""
     need("g++")
     data = _mlp_data(10, seed=3)
     g, out, loss = _xor()
     tr = gn.Trainer(loss, optimizer=gn.optim.SGD(lr=0.1), backend="numpy")
-    tr.fit(data, epochs=2, batch_size=4, shuffle=False, drop_last=True, verbose=False)
+    tr.fit(data, epochs=2, batch_size=4, shuffle=False, drop_last=drop_last, verbose=False)
     g2, params2, prog = _xor_step("cuda", opt="sgd")
     prog.cpu_flags = ("-O0",)
-    prog.train(data, steps=4, batch_size=4, device="cpu")
+    prog.train(data, steps=4 if drop_last else 6, batch_size=4, device="cpu", drop_last=drop_last)
     for p in params2:
         np.testing.assert_allclose(g2.values[p.name], g.values[p.name], rtol=1e-10, atol=1e-12,
                                    err_msg=p.name)
@@ -588,6 +597,14 @@ def test_shuffle_uses_every_row_once_per_epoch_and_is_deterministic(row_counter,
     # in order, no shuffle: rows 0-3, 4-7, 8-11, 0-3
     visits, _ = _visits(row_counter, tmp_path, "--batch", "4", "--steps", "4")
     np.testing.assert_array_equal(visits, [2.0] * 4 + [1.0] * 8)
+    # 5 rows a step: rows 0-4, 5-9 and the smaller batch 10-11 (an epoch), then 0-4; with
+    # --drop-last, rows 10-11 are left out: 0-4, 5-9, then 0-4 and 5-9 again
+    visits, out = _visits(row_counter, tmp_path, "--batch", "5", "--steps", "4")
+    np.testing.assert_array_equal(visits, [2.0] * 5 + [1.0] * 7)
+    assert "3 steps per epoch, the last of 2 rows" in out
+    visits, out = _visits(row_counter, tmp_path, "--batch", "5", "--steps", "4", "--drop-last")
+    np.testing.assert_array_equal(visits, [2.0] * 10 + [0.0] * 2)
+    assert "2 steps per epoch, 2 rows left out of each epoch" in out
 
 
 def test_bad_batch_options_are_usage_errors(row_counter, tmp_path):

@@ -37,13 +37,15 @@ def _splitmix64(state: int) -> tuple[int, int]:
     return state, z ^ (z >> 31)
 
 
-def batch_rows(rows: int, batch_size: int, steps: int, seed: int | None = None) -> list[np.ndarray]:
-    """The data rows each step of `./model train --batch batch_size [--shuffle seed]` takes,
-    for a data file of `rows` rows: the program's own order, reproduced in Python.
+def batch_rows(rows: int, batch_size: int, steps: int, seed: int | None = None,
+               drop_last: bool = False) -> list[np.ndarray]:
+    """The data rows each step of `./model train --batch batch_size [--shuffle seed]
+    [--drop-last]` takes, for a data file of `rows` rows: the program's own order,
+    reproduced in Python.
 
-    An epoch is rows // batch_size steps of full batches, in the epoch's order; the last
-    rows % batch_size rows of that order are left out of the epoch (Trainer.fit with
-    drop_last=True). The order is 0..rows-1, or with a seed a fresh permutation per epoch:
+    An epoch takes the rows in the epoch's order, batch_size at a time, its last step the
+    rows % batch_size rows left (a smaller batch), as Trainer.fit does; with drop_last
+    those rows are left out of the epoch (Trainer.fit(drop_last=True)). The order is 0..rows-1, or with a seed a fresh permutation per epoch:
     Fisher-Yates over the identity (k from rows-1 down to 1 swaps k with r % (k + 1)),
     r drawn from splitmix64 seeded with `seed`, one stream over all epochs. It is not
     NumPy's stream: Trainer.fit(shuffle=True, seed=s) visits the rows in another order."""
@@ -52,7 +54,7 @@ def batch_rows(rows: int, batch_size: int, steps: int, seed: int | None = None) 
         raise ValueError(f"batch_size {batch_size} must be between 1 and the {rows} rows")
     if seed is not None and not 0 <= int(seed) <= _MASK64:
         raise ValueError(f"seed {seed} must be an integer in [0, 2**64)")
-    per_epoch = rows // batch_size
+    per_epoch = rows // batch_size if drop_last else -(-rows // batch_size)
     state = None if seed is None else int(seed)
     order = np.arange(rows)
     out = []
@@ -330,13 +332,14 @@ class CudaProgram:
         return outs[0] if self.single else tuple(outs)
 
     def train(self, feeds: dict, steps: int, lr: float | None = None, device: str = "auto",
-              batch_size: int | None = None, shuffle: bool = False, seed: int = 0) -> str:
+              batch_size: int | None = None, shuffle: bool = False, seed: int = 0,
+              drop_last: bool = False) -> str:
         """`./model train` on `feeds`: the trained parameters land in g.values; returns
         the program's report (loss, ms per step).
 
         Every step runs on the whole data, or with `batch_size` on the next batch_size
-        rows (`--batch`): an epoch is len(data) // batch_size steps, the remainder rows of
-        an epoch are left out (Trainer.fit(drop_last=True)); `shuffle=True` draws a new
+        rows (`--batch`): an epoch ends with a smaller batch of the rows left, as
+        Trainer.fit, or with `drop_last` leaves them out (`--drop-last`); `shuffle=True` draws a new
         order of the rows every epoch from `seed` (`--shuffle seed`; `batch_rows` lists
         the rows of each step; the order is not NumPy's, so not Trainer.fit's)."""
         if not self.function.updates:
@@ -359,6 +362,8 @@ class CudaProgram:
                 args += ["--batch", str(int(batch_size))]
             if shuffle:
                 args += ["--shuffle", str(int(seed))]
+            if drop_last:
+                args.append("--drop-last")
             r = self._exec(args, device)
             self.load_params(p2)
         return r.stdout

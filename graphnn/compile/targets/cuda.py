@@ -393,7 +393,13 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         L += ["", "/* ---- kernels, one per fused group / reduction / update group ---- */"]
         L += [k + "\n" for k in self.kernel_defs]
         # allocation
-        L += ["/* ---- one allocation for every buffer, sized for batch size B ---- */",
+        L += ["/* ---- values that depend on the batch size only (a smaller last batch: "
+              "gn_batch(m), then gn_batch(B) again) ---- */",
+              "static void gn_batch(long B) {", "    (void)B;"]
+        L += ["    " + ln for ln in getattr(self, "alloc_counts", [])]
+        L += ["}", ""]
+        L += ["/* ---- one allocation for every buffer, sized for batch size B (it serves any "
+              "batch up to B) ---- */",
               "static char* gn_arena = NULL;", "static size_t gn_arena_bytes = 0;", "",
               "static int gn_alloc(long B) {", "    size_t off = 0;"]
         for ident in self.slots:
@@ -410,7 +416,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
             L.append(f"    {ident} = {base} + {off};")
         for ident, n in self.c_consts.items():
             L.append(f"    gn_to_device({self.c(ident)}, {self.c(ident)}_host, sizeof({self.c(ident)}_host));")
-        L += ["    " + ln for ln in getattr(self, "alloc_counts", [])]
+        L.append("    gn_batch(B);")
         for dtype in self.ones:
             ident = f"g_ones_{dtype}"
             L.append(f"    gn_fill_ones({ident}, {count_code(self.slots[ident][0])});")

@@ -265,10 +265,12 @@ static double gn_now(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-/* ---- mini-batches: train --batch N [--shuffle SEED] ----
-   Step s takes rows [j*N, (j+1)*N) of the epoch's order, j = s mod (R / N) for R data
-   rows: R / N steps per epoch, each a full batch; the last R mod N rows of an epoch's
-   order are left out of it (graphnn's Trainer.fit(drop_last=True)). The order is
+/* ---- mini-batches: train --batch N [--shuffle SEED] [--drop-last] ----
+   Step s takes rows [j*N, (j+1)*N) of the epoch's order (j: its position in the epoch),
+   and the last step of an epoch the R mod N rows left, a smaller batch (gn_batch sets
+   the batch size's values for it): ceil(R / N) steps per epoch, as graphnn's
+   Trainer.fit; with --drop-last those rows are left out of the epoch, R / N steps of
+   full batches (Trainer.fit(drop_last=True)). The order is
    0..R-1, or with --shuffle a fresh permutation per epoch: Fisher-Yates over the
    identity driven by splitmix64 seeded with SEED (cuda_build.batch_rows is its
    Python twin; NumPy's generator, which Trainer.fit uses, is another stream). */
@@ -330,12 +332,13 @@ static int gn_faults_ok(long step) {
 
 static int gn_usage(void) {
     fprintf(stderr,
-        "usage: model train --data D.bin --steps N [--batch M [--shuffle SEED]] [--lr X] [--params P.bin] --out P2.bin\n"
+        "usage: model train --data D.bin --steps N [--batch M [--shuffle SEED] [--drop-last]] [--lr X] [--params P.bin] --out P2.bin\n"
         "       model infer --data X.bin [--params P.bin] --out Y.bin\n"
         "       model run   --data X.bin [--params P.bin] --out Y.bin [--params-out P2.bin]\n"
-        "train --batch M: each step takes the next M rows of the data (an epoch: R / M steps for R\n"
-        "  rows; the R mod M rows left over are left out of the epoch); --shuffle SEED: a new order\n"
-        "  of the rows every epoch (Fisher-Yates, splitmix64 seeded with SEED)\n"
+        "train --batch M: each step takes the next M rows of the data (an epoch of R rows: R / M\n"
+        "  steps and a last, smaller one of the R mod M rows left; --drop-last leaves those rows\n"
+        "  out); --shuffle SEED: a new order of the rows every epoch (Fisher-Yates, splitmix64\n"
+        "  seeded with SEED)\n"
         "exit codes: 0 ok, 2 usage, 3 no CUDA device, 4 bad file, 5 CUDA error, 6 index out of range\n");
     return 2;
 }
@@ -345,9 +348,10 @@ int main(int argc, char** argv) {
     const char* mode = argv[1];
     const char *data = NULL, *params = NULL, *out = NULL, *params_out = NULL, *lr = NULL;
     long steps = 1, batch = 0;
-    int shuffle = 0;
+    int shuffle = 0, drop_last = 0;
     uint64_t seed = 0;
     for (int k = 2; k < argc; k++) {
+        if (!strcmp(argv[k], "--drop-last")) { drop_last = 1; continue; }
         if (k + 1 >= argc) return gn_usage();
         const char* v = argv[++k];
         char* e;
@@ -370,8 +374,8 @@ int main(int argc, char** argv) {
     if (!(train || infer || run) || !out) return gn_usage();
     if (train && !GN_HAS_UPDATES) { fprintf(stderr, "model: this program has no parameter updates (a forward-only export): use infer\n"); return 2; }
     if (lr && GN_LR_PARAM < 0) { fprintf(stderr, "model: --lr: this program has no optim/lr parameter\n"); return 2; }
-    int batched = batch > 0 || shuffle;  /* train on mini-batches of the data */
-    if (batched && !train) { fprintf(stderr, "model: --batch and --shuffle are options of train\n"); return 2; }
+    int batched = batch > 0 || shuffle || drop_last;  /* train on mini-batches of the data */
+    if (batched && !train) { fprintf(stderr, "model: --batch, --shuffle and --drop-last are options of train\n"); return 2; }
     if (batched) {
         int axes = 0;
         for (int k = 0; k < GN_N_INPUTS; k++) {
@@ -428,9 +432,11 @@ int main(int argc, char** argv) {
     if (train) {
         int scalar_loss = GN_N_OUTPUTS > 0 && GN_OUTPUTS[0].ndim == 0 &&
                           (GN_OUTPUTS[0].dtype == GN_FLOAT64 || GN_OUTPUTS[0].dtype == GN_FLOAT32);
-        long per_epoch = batched ? R / B : 1;
+        long per_epoch = !batched ? 1 : drop_last ? R / B : (R + B - 1) / B;
         if (batched) {
-            printf("batch size %ld, %ld data rows: %ld steps per epoch, %ld rows left out of each epoch", B, R, per_epoch, R - per_epoch * B);
+            printf("batch size %ld, %ld data rows: %ld steps per epoch", B, R, per_epoch);
+            if (drop_last) printf(", %ld rows left out of each epoch", R - per_epoch * B);
+            else if (R % B) printf(", the last of %ld rows", R % B);
             if (shuffle) printf(", shuffled (seed %llu)\n", (unsigned long long)seed); else printf(", in order\n");
         }
         double total = 0, first = 0;
@@ -439,9 +445,12 @@ int main(int argc, char** argv) {
             if (shuffle && j == 0) gn_permute(gn_order, R, &seed);
             gn_sync();
             double t0 = gn_now();
+            long m = batched && R - j * B < B ? R - j * B : B;  /* the epoch's last rows */
+            if (m != B) gn_batch(m);
             if (batched && (shuffle || per_epoch > 1 || s == 0))
-                gn_upload_batch(R, B, shuffle ? gn_order + j * B : NULL, j * B);
-            gn_step(B, 1);
+                gn_upload_batch(R, m, shuffle ? gn_order + j * B : NULL, j * B);
+            gn_step(m, 1);
+            if (m != B) gn_batch(B);
             gn_sync();
             double dt = gn_now() - t0;
             if (!gn_faults_ok(s + 1)) { gn_batches_free(); return 6; }
