@@ -34,7 +34,7 @@ from ..graph import Node
 from . import aliasing, fusion, memory
 from .fast_common import _attrs_key, _dname, _is_ew, _small_int_const
 from .passes import Function
-from .printer import comment_text
+from .printer import comment_name, comment_text
 from .update_plan import UpdatePlan
 
 _VIEW_OPS = ("stop_gradient",)
@@ -230,28 +230,29 @@ class Schedule:
     def __str__(self) -> str:
         """One line per kernel (what it computes, where the value lives) and per update
         group: the plan a target prints, readable (`print(prog.schedule)`)."""
-        lines = [f"schedule of graph {comment_text(self.function.graph.name)}: "
+        graph = comment_text(self.function.graph.name)
+        lines = [f"schedule of graph {graph}: "
                  f"{len(self.args)} arguments, {len(self.kernels)} kernels, "
                  f"{len(self.plan.buffers)} buffers, {len(self.groups)} update groups"]
         for k in self.kernels:
             n = k.node
-            what = f"{n.op}({', '.join(comment_text(self.source_of(i).name) for i in n.inputs)})"
+            what = f"{n.op}({', '.join(comment_name(self.source_of(i)) for i in n.inputs)})"
             if isinstance(k, Fused):
-                names = {fusion.leaf_symbol(j): sp.Symbol(comment_text(leaf.name))
+                names = {fusion.leaf_symbol(j): sp.Symbol(comment_name(leaf))
                          for j, leaf in enumerate(k.all_leaves)}
-                names.update({sp.Symbol(s, real=True): sp.Symbol(comment_text(leaf.name))
+                names.update({sp.Symbol(s, real=True): sp.Symbol(comment_name(leaf))
                               for s, leaf in k.sub_leaves.items()})
                 what = str(k.expr.xreplace(names))
             elif isinstance(k, (Affine, AffineGrad)):
                 f = k.fold
-                what = (f"[{comment_text(f.h.name)}, 1] @ [{comment_text(f.W.name)}; "
-                        f"{comment_text(f.b.name)}]" if isinstance(k, Affine) else
-                        f"[{comment_text(f.h.name)}, 1].T @ {comment_text(f.dz.name)}")
+                what = (f"[{comment_name(f.h)}, 1] @ [{comment_name(f.W)}; "
+                        f"{comment_name(f.b)}]" if isinstance(k, Affine) else
+                        f"[{comment_name(f.h)}, 1].T @ {comment_name(f.dz)}")
             elif isinstance(k, CopyIn):
-                what = f"{comment_text(n.name)} copied beside a column of ones"
+                what = f"{comment_name(n)} copied beside a column of ones"
             elif isinstance(k, Dot):
-                what = f"{n.op}(" + " * ".join(comment_text(i.name) for i in k.product.inputs) + ")"
-            lines.append(f"  {type(k).__name__:<10} {comment_text(n.name)} = {what}"
+                what = f"{n.op}(" + " * ".join(comment_name(i) for i in k.product.inputs) + ")"
+            lines.append(f"  {type(k).__name__:<10} {comment_name(n)} = {what}"
                          f"  -> {_where(self.plan.buffer.get(id(n)), self.plan)}")
         for g in self.groups:
             ops = " · ".join(sorted({n.op for n in g.members[0].nodes}))

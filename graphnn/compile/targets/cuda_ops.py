@@ -445,7 +445,8 @@ class CudaOps:
         kname = self._define(key, what, "layout",
                              lambda name: kernel_source(name, comment, params, lines))
         # the site: the node's name as ascii() spells it (quoted, escaped), then a C literal
-        site = _cstring(f"{ascii(n.name)} ({n.op} along axis {ax})")
+        quoted = ascii(n.name)
+        site = _cstring(f"{quoted} ({n.op} along axis {ax})")
         return [self.launch(kname, count_code(n.shape), [self.ptr(s_) for s_ in srcs] +
                             [self.c(out), site]),
                 "gn_index_checks = 1;  // the host reads the index fault record after the step"]
