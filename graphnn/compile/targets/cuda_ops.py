@@ -12,6 +12,14 @@ from .cuda_common import (FLOATS, _ccomment, _coord, _ctype, _cstring, _dim, _st
                           kernel_source)
 
 
+# ops printed by a method of their own (the rest: element-wise kernels and layout maps)
+_KERNEL_OF = {"index": "c_index", "scatter": "c_scatter", "pad": "c_window",
+              "windows": "c_window", "windows_adjoint": "c_window", "take": "c_take",
+              "take_adjoint": "c_take", "concat": "c_concat", "conv2d": "c_conv",
+              "conv2d_grad_input": "c_conv", "conv2d_grad_weight": "c_conv",
+              "softmax": "c_softmax", "log_softmax": "c_softmax", "matmul": "c_matmul"}
+
+
 class CudaOps:
     """Per-op C printers of CudaPrinter (targets/cuda.py), one method per op family."""
 
@@ -213,22 +221,8 @@ class CudaOps:
             terms = [f"c{d} * {xs[a]}" for d, a in enumerate(axes) if x.shape[a] != 1]
             return self.c_index_map("transpose", f"transpose {list(axes)} of {_ccomment(str(x.shape))}",
                                     n, out, [f"    const {T} v = p0[{' + '.join(terms) or '0'}];"], [x])
-        if op == "index":
-            return self.c_index(n, out)
-        if op == "scatter":
-            return self.c_scatter(n, out)
-        if op in ("pad", "windows", "windows_adjoint"):
-            return self.c_window(n, out)
-        if op in ("take", "take_adjoint"):
-            return self.c_take(n, out)
-        if op == "concat":
-            return self.c_concat(n, out)
-        if op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
-            return self.c_conv(n, out)
-        if op in ("softmax", "log_softmax"):
-            return self.c_softmax(n, out)
-        if op == "matmul":
-            return self.c_matmul(n, out)
+        if op in _KERNEL_OF:
+            return getattr(self, _KERNEL_OF[op])(n, out)
         raise GraphError(f"backend 'cuda' cannot print op {op!r} (node {n.name!r}, shape {n.shape})")
 
     def c_conv(self, n: Node, out: str) -> list[str]:
