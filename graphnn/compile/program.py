@@ -77,6 +77,7 @@ class Program:
         self._acquire = self._lock.acquire if fast else None
         self._release = self._lock.release if fast else None
         self._plain_source = None if fast else source
+        self._schedule = None
         self.namespace = namespace
         self.fn = namespace["step"]
         self.line_nodes = line_nodes
@@ -117,9 +118,11 @@ class Program:
     def schedule(self):
         """The lowering of this program's function (`compile/schedule.py`): the kernels,
         update groups and buffer plan the NumPy and CuPy targets print;
-        `print(prog.schedule)` lists them, one line each."""
-        from .schedule import lower
-        return lower(self.function)
+        `print(prog.schedule)` lists them, one line each. Lowered on first use."""
+        if self._schedule is None:
+            from .schedule import lower
+            self._schedule = lower(self.function)
+        return self._schedule
 
     def __repr__(self):
         return (f"<graphnn.Program {self.graph.name!r} backend={self.backend} "

@@ -222,10 +222,7 @@ class Schedule:
     late_updates: list              # (param, value) updates outside the region
 
     def source_of(self, n: Node) -> Node:
-        t = self.transparent
-        while id(n) in t:
-            n = t[id(n)]
-        return n
+        return read_through(n, self.transparent)
 
     def __str__(self) -> str:
         """One line per kernel (what it computes, where the value lives) and per update
@@ -262,6 +259,13 @@ class Schedule:
             folds = f"; {len(g.folds)} bias folds" if g.folds else ""
             lines.append(f"  group {g.index}: {len(g.members)} members ({ops}), {how}{folds}")
         return "\n".join(lines)
+
+
+def read_through(n: Node, transparent: dict) -> Node:
+    """The node a value reads through to (views and broadcasts the plan does not print)."""
+    while id(n) in transparent:
+        n = transparent[id(n)]
+    return n
 
 
 def _where(b, plan) -> str:
@@ -410,10 +414,7 @@ class Lowering(UpdatePlan):
         return out
 
     def source_of(self, n: Node, transparent=None) -> Node:
-        t = self.transparent if transparent is None else transparent
-        while id(n) in t:
-            n = t[id(n)]
-        return n
+        return read_through(n, self.transparent if transparent is None else transparent)
 
     def _inlinable(self, i: Node, c: Node) -> bool:
         if i.is_leaf or id(i) in self.cut or not _is_ew(i) or i.shape != c.shape:

@@ -81,6 +81,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         self.ones: dict[str, tuple] = {}               # dtype -> (batch long?, fixed length)
         self.flat_decls: list[tuple] = []              # (name, elements, dtype, views)
         self.flat_copies: list[tuple[str, Node]] = []  # (flat view, value copied into it)
+        self.alloc_counts: list[str] = []              # gn_batch's lines (values of B alone)
 
     # -- names ---------------------------------------------------------------------------------
     def c(self, pyname: str) -> str:
@@ -396,7 +397,7 @@ class CudaPrinter(CudaOps, NumpyPrinter):
         L += ["/* ---- values that depend on the batch size only (a smaller last batch: "
               "gn_batch(m), then gn_batch(B) again) ---- */",
               "static void gn_batch(long B) {", "    (void)B;"]
-        L += ["    " + ln for ln in getattr(self, "alloc_counts", [])]
+        L += ["    " + ln for ln in self.alloc_counts]
         L += ["}", ""]
         L += ["/* ---- one allocation for every buffer, sized for batch size B (it serves any "
               "batch up to B) ---- */",

@@ -82,6 +82,11 @@ class NumpyPrinter(UpdatePrinting):
         self.schedule = None
         self.plan = None
         self._group_meta: dict[int, tuple] = {}
+        # what the printers read most (set from the schedule by plan_program)
+        self.inline: set[int] = set()        # element-wise nodes fused into a consumer
+        self.alias: set[int] = set()         # 2-D transposes printed as views
+        self.region: set[int] = set()        # the update region
+        self.foreign_read: set[int] = set()  # params another update component reads
         self.fresh_nodes: dict[str, Node] = {}  # a returned value's own buffer -> its node
 
     def _helper_names(self):
@@ -101,22 +106,6 @@ class NumpyPrinter(UpdatePrinting):
     def source_of(self, n: Node) -> Node:
         return self.schedule.source_of(n)
 
-    @property
-    def inline(self) -> set:
-        return self.schedule.inline
-
-    @property
-    def alias(self) -> set:
-        return self.schedule.views
-
-    @property
-    def region(self) -> set:
-        return self.schedule.region
-
-    @property
-    def foreign_read(self) -> set:
-        return self.schedule.foreign_read
-
     def buffer_name(self, b) -> str:
         """A planned buffer's name: symbolic ones (flat-buffer views, [h, 1] views) are
         named by this printer, and a returned value's own buffer after its node."""
@@ -130,6 +119,8 @@ class NumpyPrinter(UpdatePrinting):
         are claimed: arguments, the update groups (and their code), the [h, 1] buffers."""
         s = self.schedule = lower(self.fn, self.caps)
         self.plan = s.plan
+        self.inline, self.alias, self.region = s.inline, s.views, s.region
+        self.foreign_read = s.foreign_read
         self._group_meta = {id(k.node): (k.key, k.all_leaves, k.sub_leaves)
                             for k in s.kernels if isinstance(k, Fused)}
         self.fresh_nodes = {s.plan.buffer[r.key]: self._by_id[r.key] for k in s.kernels
